@@ -1,0 +1,422 @@
+//! Configuration: where to log in ([`Environment`]), as whom ([`Credentials`]),
+//! and how to cache ([`TokenCacheBuilder`]).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::cache::TokenCache;
+use crate::error::Error;
+
+/// Default for [`TokenCacheBuilder::refresh_before`]: 5 minutes.
+pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
+/// Default for [`TokenCacheBuilder::login_timeout`]: 20 seconds.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default for [`TokenCacheBuilder::refresh_retry_after`]: 10 seconds.
+pub const DEFAULT_REFRESH_RETRY: Duration = Duration::from_secs(10);
+/// The largest `expires_in` accepted from the identity service: 7 days.
+/// MyInvois issues 1-hour tokens; anything far beyond that is a broken answer.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+const SANDBOX_BASE: &str = "https://preprod-api.myinvois.hasil.gov.my";
+const PRODUCTION_BASE: &str = "https://api.myinvois.hasil.gov.my";
+
+/// A MyInvois deployment: the identity service to log in to and the API that
+/// accepts its tokens.
+///
+/// ```
+/// use myinvois_auth::Environment;
+/// assert_eq!(Environment::Sandbox.identity_url().as_str(), "https://preprod-api.myinvois.hasil.gov.my/");
+/// assert_eq!(Environment::Production.api_url().as_str(), "https://api.myinvois.hasil.gov.my/");
+///
+/// let local = Environment::custom("http://127.0.0.1:8080", "http://127.0.0.1:8081")?;
+/// assert_eq!(local.api_url().port(), Some(8081));
+/// # Ok::<(), myinvois_auth::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Environment {
+    /// LHDN's pre-production (sandbox): `https://preprod-api.myinvois.hasil.gov.my`.
+    Sandbox,
+    /// LHDN's production: `https://api.myinvois.hasil.gov.my`.
+    Production,
+    /// Any other deployment (a local stand-in, a proxy). Build it with
+    /// [`Environment::custom`], which checks both URLs.
+    Custom {
+        /// Base URL of the identity service (`/connect/token` is appended).
+        identity_url: Url,
+        /// Base URL of the MyInvois API; its origin receives the token.
+        api_url: Url,
+    },
+}
+
+impl Environment {
+    /// A custom deployment. Both URLs must be `https`, or `http` to a loopback
+    /// host (`localhost`, `127.0.0.0/8`, `[::1]`).
+    pub fn custom(identity_url: &str, api_url: &str) -> Result<Self, Error> {
+        Ok(Environment::Custom {
+            identity_url: parse_secure_url("identity URL", identity_url)?,
+            api_url: parse_secure_url("API URL", api_url)?,
+        })
+    }
+
+    /// Base URL of the identity service.
+    pub fn identity_url(&self) -> Url {
+        match self {
+            Environment::Sandbox => Url::parse(SANDBOX_BASE).expect("constant URL"),
+            Environment::Production => Url::parse(PRODUCTION_BASE).expect("constant URL"),
+            Environment::Custom { identity_url, .. } => identity_url.clone(),
+        }
+    }
+
+    /// Base URL of the MyInvois API.
+    pub fn api_url(&self) -> Url {
+        match self {
+            Environment::Sandbox => Url::parse(SANDBOX_BASE).expect("constant URL"),
+            Environment::Production => Url::parse(PRODUCTION_BASE).expect("constant URL"),
+            Environment::Custom { api_url, .. } => api_url.clone(),
+        }
+    }
+}
+
+/// The ERP system's client ID and secret, as registered in MyInvois.
+///
+/// The secret is never printed: `Debug` shows the client ID only.
+///
+/// ```
+/// use myinvois_auth::Credentials;
+/// let creds = Credentials::new("my-client-id", "s3cr3t");
+/// assert_eq!(creds.client_id(), "my-client-id");
+/// assert!(!format!("{creds:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone)]
+pub struct Credentials {
+    client_id: String,
+    client_secret: Arc<str>,
+}
+
+impl Credentials {
+    /// Client ID and client secret.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Credentials {
+            client_id: client_id.into(),
+            client_secret: Arc::from(client_secret.into()),
+        }
+    }
+
+    /// The client ID (not a secret).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub(crate) fn client_secret(&self) -> &str {
+        &self.client_secret
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Builds a [`TokenCache`]. Made by [`TokenCache::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use myinvois_auth::{Credentials, Environment, TokenCache};
+///
+/// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+///     .environment(Environment::Sandbox)
+///     .scope("InvoicingAPI")
+///     .refresh_before(Duration::from_secs(600))
+///     .build()?;
+/// # Ok::<(), myinvois_auth::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "call .build() to get a TokenCache"]
+pub struct TokenCacheBuilder {
+    credentials: Credentials,
+    environment: Option<Environment>,
+    identity_url: Option<String>,
+    scope: Option<String>,
+    refresh_before: Option<Duration>,
+    refresh_retry_after: Option<Duration>,
+    login_timeout: Option<Option<Duration>>,
+    http_client: Option<reqwest::Client>,
+}
+
+/// The checked settings a cache runs with.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) credentials: Credentials,
+    pub(crate) environment: Option<Environment>,
+    pub(crate) token_url: Url,
+    pub(crate) scope: Option<String>,
+    pub(crate) refresh_before: Duration,
+    pub(crate) refresh_retry_after: Duration,
+    pub(crate) login_timeout: Option<Duration>,
+    pub(crate) http_client: reqwest::Client,
+}
+
+impl TokenCacheBuilder {
+    pub(crate) fn new(credentials: Credentials) -> Self {
+        TokenCacheBuilder {
+            credentials,
+            environment: None,
+            identity_url: None,
+            scope: None,
+            refresh_before: None,
+            refresh_retry_after: None,
+            login_timeout: None,
+            http_client: None,
+        }
+    }
+
+    /// The MyInvois deployment to log in to; its API origin is where
+    /// [`AuthMiddleware`](crate::AuthMiddleware) sends the token.
+    ///
+    /// Required unless [`identity_url`](Self::identity_url) is set: there is no
+    /// default, so a sandbox credential never hits production by accident.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Log in at this identity service base URL instead of the environment's
+    /// (`/connect/token` is appended). Checked by [`build`](Self::build): it must be
+    /// `https`, or `http` to a loopback host.
+    ///
+    /// Defaults to the environment's identity URL.
+    pub fn identity_url(mut self, url: impl Into<String>) -> Self {
+        self.identity_url = Some(url.into());
+        self
+    }
+
+    /// The `scope` form parameter (e.g. `InvoicingAPI`).
+    ///
+    /// Defaults to none: the parameter is left out of the login form.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Start a background refresh this long before a token expires; callers
+    /// keep using the still-valid token meanwhile. Capped at half the token's
+    /// lifetime, so a short-lived token is not refreshed continuously.
+    ///
+    /// Defaults to [`DEFAULT_REFRESH_BEFORE`] (5 minutes).
+    pub fn refresh_before(mut self, before: Duration) -> Self {
+        self.refresh_before = Some(before);
+        self
+    }
+
+    /// After a failed background refresh, wait this long before the next
+    /// attempt (the still-valid token keeps being served meanwhile).
+    ///
+    /// Defaults to [`DEFAULT_REFRESH_RETRY`] (10 seconds).
+    pub fn refresh_retry_after(mut self, after: Duration) -> Self {
+        self.refresh_retry_after = Some(after);
+        self
+    }
+
+    /// Give up on a login that has not answered within this time
+    /// ([`Error::Timeout`]). `None` waits forever (only sensible in tests).
+    ///
+    /// Defaults to [`DEFAULT_LOGIN_TIMEOUT`] (20 seconds).
+    pub fn login_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.login_timeout = Some(timeout);
+        self
+    }
+
+    /// The `reqwest::Client` used for logins (for proxies, custom TLS roots, …).
+    ///
+    /// Defaults to a client that keeps no idle connections (a login happens
+    /// about once an hour per taxpayer).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Checks the settings and builds the cache.
+    ///
+    /// Fails with [`Error::InvalidConfig`] when no environment or identity URL is
+    /// given, a URL is not `https` (or loopback `http`), or the client ID or
+    /// secret is empty. Does not contact the identity service.
+    pub fn build(self) -> Result<TokenCache, Error> {
+        Ok(TokenCache::from_settings(self.into_settings()?))
+    }
+
+    pub(crate) fn into_settings(self) -> Result<Settings, Error> {
+        if self.credentials.client_id.trim().is_empty() {
+            return Err(Error::InvalidConfig("the client ID is empty".into()));
+        }
+        if self.credentials.client_secret.is_empty() {
+            return Err(Error::InvalidConfig("the client secret is empty".into()));
+        }
+        if let Some(scope) = &self.scope {
+            if scope.trim().is_empty() {
+                return Err(Error::InvalidConfig(
+                    "the scope is empty (leave it unset instead)".into(),
+                ));
+            }
+        }
+        let identity_base = match (&self.identity_url, &self.environment) {
+            (Some(url), _) => parse_secure_url("identity URL", url)?,
+            (None, Some(env)) => env.identity_url(),
+            (None, None) => {
+                return Err(Error::InvalidConfig(
+                    "no environment: call .environment(Environment::Sandbox or ::Production) or .identity_url(..)"
+                        .into(),
+                ))
+            }
+        };
+        let refresh_before = self.refresh_before.unwrap_or(DEFAULT_REFRESH_BEFORE);
+        let http_client = match self.http_client {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .map_err(|e| {
+                    Error::InvalidConfig(format!("cannot build the HTTP client: {e}"))
+                })?,
+        };
+        Ok(Settings {
+            token_url: token_endpoint(&identity_base)?,
+            credentials: self.credentials,
+            environment: self.environment,
+            scope: self.scope,
+            refresh_before,
+            refresh_retry_after: self.refresh_retry_after.unwrap_or(DEFAULT_REFRESH_RETRY),
+            login_timeout: self.login_timeout.unwrap_or(Some(DEFAULT_LOGIN_TIMEOUT)),
+            http_client,
+        })
+    }
+}
+
+/// `{base}/connect/token`, keeping any path prefix of the base.
+fn token_endpoint(base: &Url) -> Result<Url, Error> {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base.join("connect/token")
+        .map_err(|e| Error::InvalidConfig(format!("cannot build the token URL: {e}")))
+}
+
+/// Parses a URL that may receive a secret: `https`, or `http` to loopback only.
+/// The error names the URL without any user-info it may carry.
+pub(crate) fn parse_secure_url(what: &str, raw: &str) -> Result<Url, Error> {
+    let url = Url::parse(raw)
+        .map_err(|e| Error::InvalidConfig(format!("the {what} is not a valid URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::InvalidConfig(format!(
+            "the {what} must not carry user-info (credentials go in Credentials)"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::InvalidConfig(format!(
+            "the {what} must not have a query or fragment: {url}"
+        )));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(Error::InvalidConfig(format!(
+            "the {what} {url} is plain http: secrets are sent only over https (or http to a loopback host)"
+        ))),
+        other => Err(Error::InvalidConfig(format!(
+            "the {what} has scheme {other:?}; expected https"
+        ))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_endpoint_keeps_path_prefix() {
+        let u = Url::parse("https://example.com/identity").unwrap();
+        assert_eq!(
+            token_endpoint(&u).unwrap().as_str(),
+            "https://example.com/identity/connect/token"
+        );
+        let u = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            token_endpoint(&u).unwrap().as_str(),
+            "http://127.0.0.1:8080/connect/token"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_accepted_only_for_loopback() {
+        for ok in [
+            "https://id.example.com",
+            "http://127.0.0.1:1",
+            "http://127.8.9.10",
+            "http://localhost:8080",
+            "http://[::1]:80",
+        ] {
+            assert!(parse_secure_url("u", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://id.example.com",
+            "http://10.0.0.1",
+            "ftp://127.0.0.1",
+            "not a url",
+            "https://user:pw@id.example.com",
+            "https://id.example.com/?a=b",
+        ] {
+            let err = parse_secure_url("u", bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)), "{bad}");
+            assert!(!err.to_string().contains("pw@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn build_requires_an_environment_and_non_empty_credentials() {
+        let err = TokenCacheBuilder::new(Credentials::new("id", "s"))
+            .into_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("no environment"), "{err}");
+        let err = TokenCacheBuilder::new(Credentials::new("", "s"))
+            .environment(Environment::Sandbox)
+            .into_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("client ID"), "{err}");
+        let err = TokenCacheBuilder::new(Credentials::new("id", ""))
+            .environment(Environment::Sandbox)
+            .into_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn identity_url_overrides_the_environment() {
+        let s = TokenCacheBuilder::new(Credentials::new("id", "s"))
+            .environment(Environment::Production)
+            .identity_url("http://127.0.0.1:9/base/")
+            .into_settings()
+            .unwrap();
+        assert_eq!(s.token_url.as_str(), "http://127.0.0.1:9/base/connect/token");
+        assert_eq!(s.refresh_before, DEFAULT_REFRESH_BEFORE);
+        assert_eq!(s.login_timeout, Some(DEFAULT_LOGIN_TIMEOUT));
+    }
+}

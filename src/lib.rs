@@ -1,0 +1,92 @@
+//! Token-caching OAuth 2.0 authentication for LHDN's MyInvois e-invoicing API.
+//!
+//! Every protected MyInvois call needs an access token from the MyInvois
+//! identity service (`POST /connect/token`, client credentials, tokens live one
+//! hour). This crate holds those tokens in a shared [`TokenCache`], refreshes
+//! them before they expire, and adds them to your requests with
+//! [`AuthMiddleware`], a [`reqwest_middleware`] layer that also recovers from a
+//! rejected token (HTTP 401) by logging in again and retrying once.
+//!
+//! # Add auth to a reqwest client
+//!
+//! ```no_run
+//! use myinvois_auth::{AuthMiddleware, Credentials, Environment, TokenCache};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = TokenCache::builder(Credentials::new("client-id", "client-secret"))
+//!     .environment(Environment::Sandbox)
+//!     .build()?;
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(AuthMiddleware::new(cache))
+//!     .build();
+//! let types = client
+//!     .get("https://preprod-api.myinvois.hasil.gov.my/api/v1.0/documenttypes")
+//!     .send()
+//!     .await?;
+//! # let _ = types; Ok(()) }
+//! ```
+//!
+//! # Act for many taxpayers (intermediaries)
+//!
+//! An intermediary logs in once per taxpayer, with the `onbehalfof` header.
+//! Mark a request with [`OnBehalfOf`] and the middleware uses (and, if needed,
+//! obtains) that taxpayer's token and sets the header on the API call too:
+//!
+//! ```no_run
+//! # async fn run(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), reqwest_middleware::Error> {
+//! use myinvois_auth::OnBehalfOf;
+//! client
+//!     .get("https://preprod-api.myinvois.hasil.gov.my/api/v1.0/documenttypes")
+//!     .with_extension(OnBehalfOf::new("C25845632020"))
+//!     .send()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Use the cache from another SDK
+//!
+//! ```no_run
+//! # async fn run(cache: myinvois_auth::TokenCache) -> Result<(), myinvois_auth::Error> {
+//! let token = cache.token().await?;
+//! let header = token.authorization_header(); // "Bearer …", marked sensitive
+//! let theirs = cache.token_on_behalf_of("C25845632020").await?;
+//! # let _ = (header, theirs); Ok(()) }
+//! ```
+//!
+//! # What the cache guarantees
+//!
+//! - One login in flight per entry (identity URL + client ID + scope + taxpayer);
+//!   every caller waiting on it gets its result, error included.
+//! - A token within `refresh_before` of expiry is refreshed in the background;
+//!   callers holding a valid token never wait for a login, and a token is never
+//!   served after it expires.
+//! - The client secret and tokens never appear in `Debug`, `Display`, errors
+//!   or logs, and the secret is only sent over `https` (or to loopback hosts).
+//!
+//! # Modules
+//!
+//! Configuration lives in `config`, the login call in `login`, the cache in
+//! `cache` and `entry` (with its pure decisions in `freshness`), the middleware
+//! in `middleware`, taxpayer identifiers in `taxpayer`, errors in `error`.
+
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+
+mod cache;
+mod config;
+mod entry;
+mod error;
+mod freshness;
+mod login;
+mod middleware;
+mod taxpayer;
+mod token;
+
+pub use cache::TokenCache;
+pub use config::{
+    Credentials, Environment, TokenCacheBuilder, DEFAULT_LOGIN_TIMEOUT, DEFAULT_REFRESH_BEFORE,
+    DEFAULT_REFRESH_RETRY, MAX_TOKEN_LIFETIME,
+};
+pub use error::{Error, OAuthErrorCode};
+pub use middleware::AuthMiddleware;
+pub use taxpayer::OnBehalfOf;
+pub use token::AccessToken;

@@ -1,0 +1,189 @@
+//! [`AuthMiddleware`]: adds the bearer token to MyInvois API calls and
+//! recovers from a rejected token with one login and one retry.
+
+use http::header::AUTHORIZATION;
+use http::{Extensions, HeaderName, HeaderValue, StatusCode};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+use url::Url;
+
+use crate::cache::TokenCache;
+use crate::config::parse_secure_url;
+use crate::error::Error;
+use crate::login::ON_BEHALF_OF;
+use crate::taxpayer::OnBehalfOf;
+use crate::token::AccessToken;
+
+/// A `reqwest-middleware` layer that authenticates MyInvois API calls.
+///
+/// For every request to one of its API origins (the cache's environment API,
+/// plus any added with [`api_url`](Self::api_url)) that does not already carry
+/// `Authorization`, it:
+///
+/// 1. takes a token from the [`TokenCache`] (the taxpayer's, when the request
+///    carries an [`OnBehalfOf`] extension, which also adds the `onbehalfof`
+///    header unless the request has one) and sets `Authorization: Bearer …`;
+/// 2. on a `401 Unauthorized`, invalidates that token (only if it is still the
+///    cached one), obtains a new one, and retries the request once. A burst of
+///    401s caused by one revoked token causes one login.
+///
+/// Requests to any other origin pass through untouched and never see a token.
+///
+/// ```no_run
+/// use myinvois_auth::{AuthMiddleware, Credentials, Environment, OnBehalfOf, TokenCache};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let cache = TokenCache::builder(Credentials::new("client-id", "client-secret"))
+///     .environment(Environment::Sandbox)
+///     .build()?;
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(AuthMiddleware::new(cache.clone()))
+///     .build();
+/// let url = "https://preprod-api.myinvois.hasil.gov.my/api/v1.0/documenttypes";
+/// let mine = client.get(url).send().await?;
+/// let theirs = client.get(url).with_extension(OnBehalfOf::new("C25845632020")).send().await?;
+/// # let _ = (mine, theirs); Ok(()) }
+/// ```
+///
+/// # Note
+///
+/// The retry sends a copy of the request made before the first attempt with
+/// `Request::try_clone`. A request with a streaming body cannot be copied: it
+/// is not retried, and the caller gets the 401 response.
+///
+/// Login failures come back as [`reqwest_middleware::Error::Middleware`] holding
+/// an [`Error`]; see its docs for how to take it out.
+#[derive(Debug, Clone)]
+pub struct AuthMiddleware {
+    cache: TokenCache,
+    origins: Vec<ApiOrigin>,
+}
+
+/// scheme, host and port, compared without allocating on each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ApiOrigin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl ApiOrigin {
+    fn of(url: &Url) -> Option<Self> {
+        Some(ApiOrigin {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str()?.to_owned(),
+            port: url.port_or_known_default(),
+        })
+    }
+
+    fn matches(&self, url: &Url) -> bool {
+        url.scheme() == self.scheme
+            && url.host_str() == Some(self.host.as_str())
+            && url.port_or_known_default() == self.port
+    }
+}
+
+impl AuthMiddleware {
+    /// A middleware for `cache`, authenticating requests to the API origin of
+    /// the cache's environment (none when the cache was built with only an
+    /// identity URL: add one with [`api_url`](Self::api_url)).
+    pub fn new(cache: TokenCache) -> Self {
+        let origins = cache
+            .environment()
+            .and_then(|env| ApiOrigin::of(&env.api_url()))
+            .into_iter()
+            .collect();
+        AuthMiddleware { cache, origins }
+    }
+
+    /// Also authenticate requests to the origin (scheme, host, port) of `url`.
+    /// It must be `https`, or `http` to a loopback host, since it receives the token.
+    ///
+    /// ```
+    /// # use myinvois_auth::{AuthMiddleware, Credentials, TokenCache};
+    /// # let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    /// #     .identity_url("http://127.0.0.1:8080").build()?;
+    /// let auth = AuthMiddleware::new(cache).api_url("http://127.0.0.1:8081")?;
+    /// assert!(AuthMiddleware::new(auth.cache().clone()).api_url("http://example.com").is_err());
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    pub fn api_url(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
+        let url = parse_secure_url("API URL", url.as_ref())?;
+        let origin = ApiOrigin::of(&url)
+            .ok_or_else(|| Error::InvalidConfig("the API URL has no host".into()))?;
+        if !self.origins.contains(&origin) {
+            self.origins.push(origin);
+        }
+        Ok(self)
+    }
+
+    /// The cache this middleware takes its tokens from.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    fn authenticates(&self, request: &Request) -> bool {
+        !request.headers().contains_key(AUTHORIZATION)
+            && self.origins.iter().any(|o| o.matches(request.url()))
+    }
+
+    async fn token(&self, taxpayer: Option<&OnBehalfOf>) -> reqwest_middleware::Result<AccessToken> {
+        self.cache
+            .token_for(taxpayer)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for AuthMiddleware {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        if !self.authenticates(&request) {
+            return next.run(request, extensions).await;
+        }
+        let taxpayer = extensions.get::<OnBehalfOf>().cloned();
+        let token = self.token(taxpayer.as_ref()).await?;
+        if let Some(taxpayer) = &taxpayer {
+            let name = HeaderName::from_static(ON_BEHALF_OF);
+            if !request.headers().contains_key(&name) {
+                // Validated by the cache before it issued the token.
+                let value = HeaderValue::from_str(taxpayer.as_str())
+                    .map_err(|_| reqwest_middleware::Error::middleware(invalid(taxpayer)))?;
+                request.headers_mut().insert(name, value);
+            }
+        }
+        let retry = request.try_clone();
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, token.authorization_header());
+        let response = next.clone().run(request, extensions).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+
+        let Some(mut retry) = retry else {
+            tracing::debug!(url = %response.url(), "401 not retried: the request body cannot be cloned");
+            return Ok(response);
+        };
+        self.cache.invalidate(&token);
+        let token = self.token(taxpayer.as_ref()).await?;
+        retry
+            .headers_mut()
+            .insert(AUTHORIZATION, token.authorization_header());
+        tracing::info!(url = %response.url(), "401 from the API: retrying once with a new token");
+        drop(response);
+        next.run(retry, extensions).await
+    }
+}
+
+fn invalid(taxpayer: &OnBehalfOf) -> Error {
+    Error::InvalidTaxpayer {
+        value: taxpayer.as_str().to_owned(),
+        reason: "it cannot be sent as an HTTP header",
+    }
+}

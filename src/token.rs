@@ -1,0 +1,128 @@
+//! [`AccessToken`]: one issued token, cheap to clone, never printed.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use crate::freshness::refresh_at;
+use crate::taxpayer::OnBehalfOf;
+
+/// Process-wide token identities, so that an invalidation naming an old
+/// token (or one from another cache) can never remove a newer one.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An access token issued by the MyInvois identity service.
+///
+/// Cloning is one reference-count increment. `Debug` shows everything but the
+/// token itself; read that with [`secret`](Self::secret) when you must send it
+/// yourself (the middleware does it for you).
+///
+/// ```no_run
+/// # async fn run(cache: myinvois_auth::TokenCache) -> Result<(), myinvois_auth::Error> {
+/// let token = cache.token().await?;
+/// let header = format!("Bearer {}", token.secret());
+/// println!("valid until {}, scope {:?}", token.expires_at(), token.scope());
+/// # let _ = header; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AccessToken(pub(crate) Arc<TokenInner>);
+
+pub(crate) struct TokenInner {
+    pub(crate) id: u64,
+    secret: String,
+    header: HeaderValue,
+    scope: Option<String>,
+    on_behalf_of: Option<OnBehalfOf>,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    /// Monotonic (tokio, so pausable in tests): the cache decides on these.
+    pub(crate) expires: Instant,
+    pub(crate) refresh_at: Instant,
+}
+
+/// A successful login's result, before it becomes a token.
+pub(crate) struct Issued {
+    pub(crate) secret: String,
+    pub(crate) header: HeaderValue,
+    pub(crate) lifetime: Duration,
+    pub(crate) scope: Option<String>,
+    /// Local time the login request was sent: expiry counts from here,
+    /// never from the server's clock.
+    pub(crate) sent_at: Instant,
+    pub(crate) sent_at_utc: DateTime<Utc>,
+}
+
+impl AccessToken {
+    pub(crate) fn new(
+        issued: Issued,
+        on_behalf_of: Option<OnBehalfOf>,
+        refresh_before: Duration,
+    ) -> Self {
+        let lifetime_chrono =
+            chrono::Duration::from_std(issued.lifetime).unwrap_or(chrono::Duration::MAX);
+        AccessToken(Arc::new(TokenInner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            secret: issued.secret,
+            header: issued.header,
+            scope: issued.scope,
+            on_behalf_of,
+            issued_at: issued.sent_at_utc,
+            expires_at: issued.sent_at_utc + lifetime_chrono,
+            expires: issued.sent_at + issued.lifetime,
+            refresh_at: refresh_at(issued.sent_at, issued.lifetime, refresh_before),
+        }))
+    }
+
+    /// The token to send as `Authorization: Bearer <secret>`. Treat it as a password.
+    pub fn secret(&self) -> &str {
+        &self.0.secret
+    }
+
+    /// The ready-made `Bearer <secret>` header value, marked sensitive so that
+    /// `http`'s `Debug` and HTTP/2 header compression leave it out.
+    pub fn authorization_header(&self) -> HeaderValue {
+        self.0.header.clone()
+    }
+
+    /// When the token expires: the local time its login was sent plus `expires_in`.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
+
+    /// The local time its login request was sent.
+    pub fn issued_at(&self) -> DateTime<Utc> {
+        self.0.issued_at
+    }
+
+    /// The scope the identity service granted, when it said.
+    pub fn scope(&self) -> Option<&str> {
+        self.0.scope.as_deref()
+    }
+
+    /// The taxpayer this token acts for, for intermediary logins.
+    pub fn on_behalf_of(&self) -> Option<&OnBehalfOf> {
+        self.0.on_behalf_of.as_ref()
+    }
+
+    /// True when `self` and `other` are the same issued token.
+    pub fn same_token(&self, other: &AccessToken) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("secret", &"<redacted>")
+            .field("scope", &self.0.scope)
+            .field("on_behalf_of", &self.0.on_behalf_of)
+            .field("issued_at", &self.0.issued_at)
+            .field("expires_at", &self.0.expires_at)
+            .finish()
+    }
+}
