@@ -78,7 +78,10 @@ impl TokenCache {
     /// its own entry; one taxpayer's login never delays another's calls.
     ///
     /// Fails with [`Error::InvalidTaxpayer`] for a value that is not an identifier.
-    pub async fn token_on_behalf_of(&self, taxpayer: impl AsRef<str>) -> Result<AccessToken, Error> {
+    pub async fn token_on_behalf_of(
+        &self,
+        taxpayer: impl AsRef<str>,
+    ) -> Result<AccessToken, Error> {
         let taxpayer = taxpayer.as_ref();
         if let Some(entry) = self.inner.taxpayers.read().get(taxpayer) {
             if let Some(token) = entry.cached() {

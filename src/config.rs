@@ -283,9 +283,7 @@ impl TokenCacheBuilder {
             None => reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
                 .build()
-                .map_err(|e| {
-                    Error::InvalidConfig(format!("cannot build the HTTP client: {e}"))
-                })?,
+                .map_err(|e| Error::InvalidConfig(format!("cannot build the HTTP client: {e}")))?,
         };
         Ok(Settings {
             token_url: token_endpoint(&identity_base)?,
@@ -415,7 +413,10 @@ mod tests {
             .identity_url("http://127.0.0.1:9/base/")
             .into_settings()
             .unwrap();
-        assert_eq!(s.token_url.as_str(), "http://127.0.0.1:9/base/connect/token");
+        assert_eq!(
+            s.token_url.as_str(),
+            "http://127.0.0.1:9/base/connect/token"
+        );
         assert_eq!(s.refresh_before, DEFAULT_REFRESH_BEFORE);
         assert_eq!(s.login_timeout, Some(DEFAULT_LOGIN_TIMEOUT));
     }

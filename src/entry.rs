@@ -125,7 +125,24 @@ impl Entry {
         }
     }
 
+    /// Waits for a login's token. A login that started long ago can deliver a
+    /// token that has expired by now: it is never served; one fresh login is
+    /// tried instead, and if that token too arrives expired, it is an error.
     async fn wait_for_login(self: &Arc<Self>) -> Result<AccessToken, Error> {
+        let token = self.join_login().await?;
+        if Instant::now() < token.0.expires {
+            return Ok(token);
+        }
+        let token = self.join_login().await?;
+        if Instant::now() < token.0.expires {
+            return Ok(token);
+        }
+        Err(Error::InvalidResponse(
+            "the token had expired by the time the login answered".into(),
+        ))
+    }
+
+    async fn join_login(self: &Arc<Self>) -> Result<AccessToken, Error> {
         let mut rx = {
             let mut inflight = self.inflight.lock();
             // A login may have finished since the lock-free check.

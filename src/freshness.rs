@@ -57,7 +57,10 @@ mod tests {
             Freshness::RefreshDue
         );
         assert_eq!(freshness(expires, refresh, expires), Freshness::Expired);
-        assert_eq!(freshness(expires + S(1), refresh, expires), Freshness::Expired);
+        assert_eq!(
+            freshness(expires + S(1), refresh, expires),
+            Freshness::Expired
+        );
     }
 
     #[test]
@@ -71,6 +74,9 @@ mod tests {
     fn refresh_never_starts_before_half_the_lifetime() {
         let t0 = Instant::now();
         assert_eq!(refresh_at(t0, S(60), S(300)), t0 + S(30));
-        assert_eq!(refresh_at(t0, S(1), S(3600)), t0 + Duration::from_millis(500));
+        assert_eq!(
+            refresh_at(t0, S(1), S(3600)),
+            t0 + Duration::from_millis(500)
+        );
     }
 }

@@ -225,13 +225,20 @@ fn truncate(text: &str, max_chars: usize) -> &str {
 
 /// `Retry-After`: delay-seconds, or an HTTP date (RFC 9110 §10.2.3).
 /// A date in the past means "now" (zero).
-pub(crate) fn parse_retry_after(value: &HeaderValue, now: chrono::DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    value: &HeaderValue,
+    now: chrono::DateTime<Utc>,
+) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let date = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    Some((date.with_timezone(&Utc) - now).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (date.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -269,25 +276,73 @@ mod tests {
             ("   ", "empty"),
             ("<html>oops</html>", "not JSON"),
             ("[1,2]", "not a JSON object"),
-            (r#"{"token_type":"Bearer","expires_in":3600}"#, "access_token is missing"),
-            (r#"{"access_token":"","token_type":"Bearer","expires_in":3600}"#, "empty"),
-            (r#"{"access_token":7,"token_type":"Bearer","expires_in":3600}"#, "not a string"),
-            (r#"{"access_token":"a b","token_type":"Bearer","expires_in":3600}"#, "header"),
-            (r#"{"access_token":"a\nb","token_type":"Bearer","expires_in":3600}"#, "header"),
-            (r#"{"access_token":"t","token_type":"Bearer"}"#, "expires_in is missing"),
-            (r#"{"access_token":"t","token_type":"Bearer","expires_in":0}"#, "zero"),
-            (r#"{"access_token":"t","token_type":"Bearer","expires_in":-5}"#, "negative"),
-            (r#"{"access_token":"t","token_type":"Bearer","expires_in":"3600"}"#, "not a number"),
-            (r#"{"access_token":"t","token_type":"Bearer","expires_in":1.5}"#, "whole number"),
-            (r#"{"access_token":"t","token_type":"Bearer","expires_in":99999999999999}"#, "larger"),
-            (r#"{"access_token":"t","token_type":"Bearer","expires_in":1e400}"#, "not JSON"),
-            (r#"{"access_token":"t","token_type":"MAC","expires_in":3600}"#, "expected Bearer"),
-            (r#"{"access_token":"t","expires_in":3600}"#, "token_type is missing"),
-            (r#"{"access_token":"t","token_type":"Bearer","expires_in":3600,"scope":1}"#, "scope"),
+            (
+                r#"{"token_type":"Bearer","expires_in":3600}"#,
+                "access_token is missing",
+            ),
+            (
+                r#"{"access_token":"","token_type":"Bearer","expires_in":3600}"#,
+                "empty",
+            ),
+            (
+                r#"{"access_token":7,"token_type":"Bearer","expires_in":3600}"#,
+                "not a string",
+            ),
+            (
+                r#"{"access_token":"a b","token_type":"Bearer","expires_in":3600}"#,
+                "header",
+            ),
+            (
+                r#"{"access_token":"a\nb","token_type":"Bearer","expires_in":3600}"#,
+                "header",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer"}"#,
+                "expires_in is missing",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":0}"#,
+                "zero",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":-5}"#,
+                "negative",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":"3600"}"#,
+                "not a number",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":1.5}"#,
+                "whole number",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":99999999999999}"#,
+                "larger",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":1e400}"#,
+                "not JSON",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"MAC","expires_in":3600}"#,
+                "expected Bearer",
+            ),
+            (
+                r#"{"access_token":"t","expires_in":3600}"#,
+                "token_type is missing",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":3600,"scope":1}"#,
+                "scope",
+            ),
         ];
         for (body, expect) in cases {
             let reason = invalid_reason(body);
-            assert!(reason.contains(expect), "{body:?}: {reason:?} lacks {expect:?}");
+            assert!(
+                reason.contains(expect),
+                "{body:?}: {reason:?} lacks {expect:?}"
+            );
         }
     }
 
@@ -299,7 +354,10 @@ mod tests {
             r#"{"access_token":"TOPSECRETTOKEN\u0000","token_type":"Bearer","expires_in":3600}"#,
         ] {
             let err = ok(body).unwrap_err();
-            assert!(!format!("{err} {err:?}").contains("TOPSECRETTOKEN"), "{err:?}");
+            assert!(
+                !format!("{err} {err:?}").contains("TOPSECRETTOKEN"),
+                "{err:?}"
+            );
         }
     }
 
@@ -314,7 +372,12 @@ mod tests {
             )
             .unwrap_err();
             match err {
-                Error::OAuth { status: s, code, description, uri } => {
+                Error::OAuth {
+                    status: s,
+                    code,
+                    description,
+                    uri,
+                } => {
                     assert_eq!(s, status.as_u16());
                     assert_eq!(code, OAuthErrorCode::UnauthorizedClient);
                     assert_eq!(description.as_deref(), Some("User blocked <redacted>"));
@@ -324,7 +387,10 @@ mod tests {
             }
         }
         let err = parse_response(StatusCode::BAD_REQUEST, None, b"<html/>", "s").unwrap_err();
-        assert!(matches!(err, Error::IdentityService { status: 400 }), "{err:?}");
+        assert!(
+            matches!(err, Error::IdentityService { status: 400 }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -349,7 +415,10 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let v = |s: &str| HeaderValue::from_str(s).unwrap();
-        assert_eq!(parse_retry_after(&v("30"), now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&v("30"), now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(
             parse_retry_after(&v("Wed, 21 Oct 2015 07:28:00 GMT"), now),
             Some(Duration::from_secs(60))

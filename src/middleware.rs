@@ -127,7 +127,10 @@ impl AuthMiddleware {
             && self.origins.iter().any(|o| o.matches(request.url()))
     }
 
-    async fn token(&self, taxpayer: Option<&OnBehalfOf>) -> reqwest_middleware::Result<AccessToken> {
+    async fn token(
+        &self,
+        taxpayer: Option<&OnBehalfOf>,
+    ) -> reqwest_middleware::Result<AccessToken> {
         self.cache
             .token_for(taxpayer)
             .await

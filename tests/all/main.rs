@@ -1,0 +1,8 @@
+//! Integration tests over real HTTP: wiremock identity services and APIs on
+//! loopback, tokio's paused clock for expiry. Each test names the behaviour it proves.
+
+mod cache;
+mod login;
+mod middleware;
+mod secrets;
+mod support;

@@ -1,0 +1,234 @@
+//! Real local servers for the tests: a MyInvois identity service that issues
+//! distinct tokens and an API that accepts only tokens it is told to accept.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use myinvois_auth::{Credentials, TokenCache, TokenCacheBuilder};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const CLIENT_ID: &str = "erp-client-1";
+/// Distinctive, so a test can search any output for it.
+pub const SECRET: &str = "CLIENTSECRET-7f3a9c";
+/// Every token issued starts with this.
+pub const TOKEN_MARK: &str = "TOKENVALUE";
+
+/// Issues `TOKENVALUE-<n>[-<taxpayer>]`, numbered from 1, after `delay`.
+#[derive(Clone)]
+pub struct IssueTokens {
+    issued: Arc<AtomicUsize>,
+    lifetime: u64,
+    delay: Duration,
+}
+
+impl Respond for IssueTokens {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let taxpayer = request
+            .headers
+            .get("onbehalfof")
+            .map(|v| format!("-{}", v.to_str().unwrap()))
+            .unwrap_or_default();
+        ResponseTemplate::new(200)
+            .set_body_json(json!({
+                "access_token": format!("{TOKEN_MARK}-{n}{taxpayer}"),
+                "token_type": "Bearer",
+                "expires_in": self.lifetime,
+                "scope": "InvoicingAPI",
+            }))
+            .set_delay(self.delay)
+    }
+}
+
+pub struct Identity {
+    pub server: MockServer,
+}
+
+impl Identity {
+    /// Issues 1-hour tokens at once.
+    pub async fn start() -> Self {
+        Self::issuing(3600, Duration::ZERO).await
+    }
+
+    /// Issues tokens living `lifetime` seconds, answering after `delay`.
+    pub async fn issuing(lifetime: u64, delay: Duration) -> Self {
+        let identity = Self::empty().await;
+        identity.issue(lifetime, delay).await;
+        identity
+    }
+
+    /// No route mounted yet.
+    pub async fn empty() -> Self {
+        Identity {
+            server: MockServer::start().await,
+        }
+    }
+
+    pub async fn issue(&self, lifetime: u64, delay: Duration) {
+        Mock::given(method("POST"))
+            .and(path("/connect/token"))
+            .respond_with(IssueTokens {
+                issued: Arc::new(AtomicUsize::new(0)),
+                lifetime,
+                delay,
+            })
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Answers every login with `template`.
+    pub async fn answer(&self, template: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path("/connect/token"))
+            .respond_with(template)
+            .mount(&self.server)
+            .await;
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Login requests received so far.
+    pub async fn logins(&self) -> Vec<Request> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == "/connect/token")
+            .collect()
+    }
+
+    pub async fn login_count(&self) -> usize {
+        self.logins().await.len()
+    }
+
+    /// A builder for this service with test settings: no login timeout (so a
+    /// paused clock never fires it while real I/O is pending).
+    pub fn builder(&self) -> TokenCacheBuilder {
+        TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+            .identity_url(self.uri())
+            .login_timeout(None)
+    }
+
+    pub fn cache(&self) -> TokenCache {
+        self.builder().build().expect("valid test configuration")
+    }
+}
+
+/// An API that answers 200 to a bearer token in its accepted set, 401 otherwise,
+/// and records the `Authorization` and `onbehalfof` headers it saw.
+#[derive(Clone, Default)]
+pub struct Api {
+    state: Arc<Mutex<ApiState>>,
+}
+
+#[derive(Default)]
+struct ApiState {
+    rejected: HashSet<String>,
+    reject_all: bool,
+}
+
+impl Api {
+    /// Starts the API; by default every token is accepted.
+    pub async fn start() -> (MockServer, Api) {
+        let server = MockServer::start().await;
+        let api = Api::default();
+        Mock::given(method("GET"))
+            .respond_with(api.clone())
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(api.clone())
+            .mount(&server)
+            .await;
+        (server, api)
+    }
+
+    /// From now on, answer 401 to this token.
+    pub fn revoke(&self, token: &str) {
+        self.state.lock().unwrap().rejected.insert(token.to_owned());
+    }
+
+    /// From now on, answer 401 to every token.
+    pub fn reject_all(&self) {
+        self.state.lock().unwrap().reject_all = true;
+    }
+}
+
+impl Respond for Api {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let state = self.state.lock().unwrap();
+        let bearer = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match bearer {
+            Some(t) if !state.reject_all && !state.rejected.contains(t) => {
+                ResponseTemplate::new(200).set_body_string("ok")
+            }
+            _ => ResponseTemplate::new(401),
+        }
+    }
+}
+
+/// The bearer tokens of the requests `server` received, in order.
+pub async fn bearers(server: &MockServer) -> Vec<Option<String>> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// A middleware client for `cache` that authenticates calls to `api`.
+pub fn client(cache: &TokenCache, api: &MockServer) -> reqwest_middleware::ClientWithMiddleware {
+    let auth = myinvois_auth::AuthMiddleware::new(cache.clone())
+        .api_url(api.uri())
+        .expect("loopback API URL");
+    reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
+    )
+    .with(auth)
+    .build()
+}
+
+/// Lets spawned tasks and real I/O progress without moving a paused clock,
+/// until `done` answers true; fails the test after 10 real seconds.
+pub async fn settle_until<F, Fut>(mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in 10 s"
+        );
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The form fields of a login request.
+pub fn form(request: &Request) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(&request.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
