@@ -29,8 +29,9 @@ pub(crate) struct Entry {
     /// Names the entry in logs: client ID, scope and taxpayer, never a secret.
     label: String,
     current: ArcSwapOption<TokenInner>,
-    /// Nanoseconds after `epoch` before which no background refresh starts
-    /// (set when one starts, so a failed refresh is retried only later).
+    /// Nanoseconds after `epoch` before which no background refresh starts:
+    /// set when one starts, so a failed refresh is retried only later, and
+    /// cleared when a login succeeds.
     refresh_not_before: AtomicU64,
     epoch: Instant,
     /// The login in flight, if any.
@@ -197,6 +198,9 @@ impl Entry {
             match &result {
                 Ok(token) => {
                     entry.current.store(Some(Arc::clone(&token.0)));
+                    // The retry pause is for failed refreshes only: the new
+                    // token's own refresh point decides the next one.
+                    entry.refresh_not_before.store(0, Ordering::Relaxed);
                     tracing::info!(
                         entry = %entry.label,
                         reason,

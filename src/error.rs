@@ -93,8 +93,10 @@ pub enum Error {
     Timeout(Duration),
 
     /// The login request failed below HTTP (DNS, connection refused, TLS, …).
+    /// The message includes reqwest's; it is not repeated as `source()`, so
+    /// error reporters that walk the chain do not print it twice.
     #[error("could not reach the identity service: {0}")]
-    Transport(#[source] Arc<reqwest::Error>),
+    Transport(Arc<reqwest::Error>),
 
     /// The login task ended without a result (its runtime shut down). Retry.
     #[error("the login was abandoned before it finished")]

@@ -90,3 +90,8 @@ pub use error::{Error, OAuthErrorCode};
 pub use middleware::AuthMiddleware;
 pub use taxpayer::OnBehalfOf;
 pub use token::AccessToken;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -322,3 +322,23 @@ async fn a_token_that_expired_while_its_login_was_in_flight_is_not_served() {
     assert!(token.secret().ends_with("-2"), "{}", token.secret());
     assert_eq!(identity.login_count().await, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_refresh_does_not_delay_the_next_one() {
+    // 20 s tokens refreshed 10 s ahead, with a retry pause longer than that.
+    let identity = Identity::issuing(20, Duration::ZERO).await;
+    let cache = identity
+        .builder()
+        .refresh_before(Duration::from_secs(10))
+        .refresh_retry_after(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut token = cache.token().await.unwrap();
+    for logins in 2..=4 {
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(cache.token().await.unwrap().same_token(&token));
+        settle_until(|| async { identity.login_count().await == logins }).await;
+        settle_until(|| async { !cache.token().await.unwrap().same_token(&token) }).await;
+        token = cache.token().await.unwrap();
+    }
+}
