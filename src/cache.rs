@@ -1,15 +1,22 @@
 //! [`TokenCache`]: the shared token cache, one entry per taxpayer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::RwLock;
+use tokio::time::Instant;
 
 use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
-use crate::entry::Entry;
+use crate::entry::{Context, Entry};
 use crate::error::Error;
+use crate::stats::CacheStats;
 use crate::taxpayer::OnBehalfOf;
 use crate::token::AccessToken;
+
+/// How often, at most, the cache looks for entries to refresh ahead of expiry.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A shared cache of MyInvois access tokens.
 ///
@@ -36,15 +43,31 @@ use crate::token::AccessToken;
 ///
 /// Tokens are never served after their expiry. Logins run as tokio tasks, so
 /// the cache must be used inside a tokio runtime.
+///
+/// # Refresh ahead of expiry
+///
+/// While the cache is in use, it looks at most once a second (from a call,
+/// in a task of its own: the cache runs no timers) for entries inside their
+/// refresh window that were used within [`idle_after`](TokenCacheBuilder::idle_after),
+/// and refreshes them in the background. Idle entries log in on their next use.
+///
+/// # Login budget
+///
+/// Every login takes a slot from the client ID's budget (12 a minute by
+/// default, shared by every cache of the process with the same identity URL
+/// and client ID). See [`login_rate_limit`](TokenCacheBuilder::login_rate_limit)
+/// and [`max_login_wait`](TokenCacheBuilder::max_login_wait).
 #[derive(Clone)]
 pub struct TokenCache {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    settings: Arc<Settings>,
+    ctx: Arc<Context>,
     plain: Arc<Entry>,
     taxpayers: RwLock<HashMap<Arc<str>, Arc<Entry>>>,
+    /// No sweep before this (nanos since the context's epoch).
+    next_sweep: AtomicU64,
 }
 
 impl TokenCache {
@@ -54,12 +77,13 @@ impl TokenCache {
     }
 
     pub(crate) fn from_settings(settings: Settings) -> Self {
-        let settings = Arc::new(settings);
+        let ctx = Arc::new(Context::new(settings));
         TokenCache {
             inner: Arc::new(Inner {
-                plain: Arc::new(Entry::new(Arc::clone(&settings), None)),
-                settings,
+                plain: Arc::new(Entry::new(Arc::clone(&ctx), None, Instant::now())),
+                ctx,
                 taxpayers: RwLock::new(HashMap::new()),
+                next_sweep: AtomicU64::new(0),
             }),
         }
     }
@@ -70,7 +94,9 @@ impl TokenCache {
     /// one login in flight (starting it if needed) and shares its result,
     /// error included.
     pub async fn token(&self) -> Result<AccessToken, Error> {
-        self.inner.plain.token().await
+        let now = Instant::now();
+        self.maybe_sweep(now);
+        self.inner.plain.token(now).await
     }
 
     /// A valid token for an intermediary acting for `taxpayer` (a TIN, or
@@ -83,12 +109,14 @@ impl TokenCache {
         taxpayer: impl AsRef<str>,
     ) -> Result<AccessToken, Error> {
         let taxpayer = taxpayer.as_ref();
+        let now = Instant::now();
+        self.maybe_sweep(now);
         if let Some(entry) = self.inner.taxpayers.read().get(taxpayer) {
-            if let Some(token) = entry.cached() {
+            if let Some(token) = entry.cached(now) {
                 return Ok(token);
             }
         }
-        self.taxpayer_entry(taxpayer)?.token().await
+        self.taxpayer_entry(taxpayer, now)?.token(now).await
     }
 
     /// The token for `on_behalf_of`, or the plain login's for `None`.
@@ -128,34 +156,95 @@ impl TokenCache {
 
     /// The environment the cache was built with, if any.
     pub fn environment(&self) -> Option<&Environment> {
-        self.inner.settings.environment.as_ref()
+        self.inner.ctx.settings.environment.as_ref()
     }
 
     /// The client ID the cache logs in with.
     pub fn client_id(&self) -> &str {
-        self.inner.settings.credentials.client_id()
+        self.inner.ctx.settings.credentials.client_id()
     }
 
-    fn taxpayer_entry(&self, taxpayer: &str) -> Result<Arc<Entry>, Error> {
+    /// The cache's counters: logins made, refused with 429, refused by the
+    /// budget, refreshes ahead of expiry, and entries held.
+    pub fn stats(&self) -> CacheStats {
+        let entries = self.inner.taxpayers.read().len() + usize::from(self.inner.plain.has_token());
+        self.inner.ctx.counters.snapshot(entries)
+    }
+
+    /// Starts a sweep for due refreshes if none ran in the last second.
+    /// On the hot path: one atomic load when no sweep is due.
+    #[inline]
+    fn maybe_sweep(&self, now: Instant) {
+        let now_nanos = self.inner.ctx.nanos(now);
+        let due = self.inner.next_sweep.load(Ordering::Relaxed);
+        if now_nanos < due {
+            return;
+        }
+        let next = now_nanos + SWEEP_INTERVAL.as_nanos() as u64;
+        if self
+            .inner
+            .next_sweep
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            runtime.spawn(async move { inner.sweep() });
+        }
+    }
+
+    fn taxpayer_entry(&self, taxpayer: &str, now: Instant) -> Result<Arc<Entry>, Error> {
         if let Some(entry) = self.inner.taxpayers.read().get(taxpayer) {
             return Ok(Arc::clone(entry));
         }
         let on_behalf_of = OnBehalfOf::new(taxpayer);
         on_behalf_of.validate()?;
         let mut map = self.inner.taxpayers.write();
-        let entry = map.entry(Arc::from(taxpayer)).or_insert_with(|| {
-            Arc::new(Entry::new(
-                Arc::clone(&self.inner.settings),
-                Some(on_behalf_of),
-            ))
-        });
-        Ok(Arc::clone(entry))
+        if let Some(entry) = map.get(taxpayer) {
+            return Ok(Arc::clone(entry));
+        }
+        if map.len() >= self.inner.ctx.settings.max_entries {
+            evict_least_recently_used(&mut map);
+        }
+        let entry = Arc::new(Entry::new(
+            Arc::clone(&self.inner.ctx),
+            Some(on_behalf_of),
+            now,
+        ));
+        map.insert(Arc::from(taxpayer), Arc::clone(&entry));
+        Ok(entry)
+    }
+}
+
+impl Inner {
+    /// Starts the background refreshes that are due.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.plain.refresh_if_due(now);
+        for entry in self.taxpayers.read().values() {
+            entry.refresh_if_due(now);
+        }
+    }
+}
+
+/// Drops the entry used longest ago. A login it has in flight still
+/// completes for its waiters; the token is just not kept.
+fn evict_least_recently_used(map: &mut HashMap<Arc<str>, Arc<Entry>>) {
+    let oldest = map
+        .iter()
+        .min_by_key(|(_, entry)| entry.last_used())
+        .map(|(taxpayer, _)| Arc::clone(taxpayer));
+    if let Some(taxpayer) = oldest {
+        map.remove(&taxpayer);
+        tracing::debug!(on_behalf_of = %taxpayer, "least recently used entry evicted");
     }
 }
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = &self.inner.settings;
+        let s = &self.inner.ctx.settings;
         f.debug_struct("TokenCache")
             .field("client_id", &s.credentials.client_id())
             .field("token_url", &s.token_url.as_str())

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::budget::{RateLimit, DEFAULT_LOGIN_RATE_LIMIT};
 use crate::cache::TokenCache;
 use crate::error::Error;
 
@@ -17,6 +18,12 @@ pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default for [`TokenCacheBuilder::refresh_retry_after`]: 10 seconds.
 pub const DEFAULT_REFRESH_RETRY: Duration = Duration::from_secs(10);
+/// Default for [`TokenCacheBuilder::max_login_wait`]: 10 seconds.
+pub const DEFAULT_MAX_LOGIN_WAIT: Duration = Duration::from_secs(10);
+/// Default for [`TokenCacheBuilder::idle_after`]: 15 minutes.
+pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Default for [`TokenCacheBuilder::max_entries`]: 10 000 taxpayers.
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 /// The largest `expires_in` accepted from the identity service: 7 days.
 /// MyInvois issues 1-hour tokens; anything far beyond that is a broken answer.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -150,6 +157,10 @@ pub struct TokenCacheBuilder {
     refresh_retry_after: Option<Duration>,
     login_timeout: Option<Option<Duration>>,
     http_client: Option<reqwest::Client>,
+    login_rate_limit: Option<Option<(u32, Duration)>>,
+    max_login_wait: Option<Duration>,
+    idle_after: Option<Duration>,
+    max_entries: Option<usize>,
 }
 
 /// The checked settings a cache runs with.
@@ -163,6 +174,10 @@ pub(crate) struct Settings {
     pub(crate) refresh_retry_after: Duration,
     pub(crate) login_timeout: Option<Duration>,
     pub(crate) http_client: reqwest::Client,
+    pub(crate) login_rate_limit: Option<RateLimit>,
+    pub(crate) max_login_wait: Duration,
+    pub(crate) idle_after: Duration,
+    pub(crate) max_entries: usize,
 }
 
 impl TokenCacheBuilder {
@@ -176,6 +191,10 @@ impl TokenCacheBuilder {
             refresh_retry_after: None,
             login_timeout: None,
             http_client: None,
+            login_rate_limit: None,
+            max_login_wait: None,
+            idle_after: None,
+            max_entries: None,
         }
     }
 
@@ -244,6 +263,57 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// At most `count` logins per `period` for this client ID, shared by every
+    /// taxpayer and every cache in the process that logs in with it. Waiting
+    /// logins go earliest deadline first (see [`max_login_wait`](Self::max_login_wait)).
+    /// If several caches of one process use the same identity URL and client
+    /// ID, the first one built sets the limit.
+    ///
+    /// Defaults to MyInvois' limit, 12 logins per 60 seconds.
+    pub fn login_rate_limit(mut self, count: u32, period: Duration) -> Self {
+        self.login_rate_limit = Some(Some((count, period)));
+        self
+    }
+
+    /// Switch the login budget off: logins go out as soon as they are needed.
+    /// A 429's `Retry-After` is still honoured.
+    ///
+    /// Defaults to on (see [`login_rate_limit`](Self::login_rate_limit)).
+    pub fn without_login_rate_limit(mut self) -> Self {
+        self.login_rate_limit = Some(None);
+        self
+    }
+
+    /// How long a caller without a valid token may wait for a login slot.
+    /// A caller whose slot would come later is refused at once with
+    /// [`Error::RateLimited`] carrying when to try again. Callers holding a
+    /// valid token never wait.
+    ///
+    /// Defaults to [`DEFAULT_MAX_LOGIN_WAIT`] (10 seconds).
+    pub fn max_login_wait(mut self, wait: Duration) -> Self {
+        self.max_login_wait = Some(wait);
+        self
+    }
+
+    /// An entry not used for this long is idle: it is not refreshed ahead of
+    /// time, and logs in again on its next use, so the login budget goes to
+    /// taxpayers that are active.
+    ///
+    /// Defaults to [`DEFAULT_IDLE_AFTER`] (15 minutes).
+    pub fn idle_after(mut self, idle: Duration) -> Self {
+        self.idle_after = Some(idle);
+        self
+    }
+
+    /// The most taxpayer entries kept; past it, the least recently used one is
+    /// dropped (it logs in again if used later).
+    ///
+    /// Defaults to [`DEFAULT_MAX_ENTRIES`] (10 000).
+    pub fn max_entries(mut self, max: usize) -> Self {
+        self.max_entries = Some(max);
+        self
+    }
+
     /// Checks the settings and builds the cache.
     ///
     /// Fails with [`Error::InvalidConfig`] when no environment or identity URL is
@@ -278,6 +348,28 @@ impl TokenCacheBuilder {
             }
         };
         let refresh_before = self.refresh_before.unwrap_or(DEFAULT_REFRESH_BEFORE);
+        let login_rate_limit = match self
+            .login_rate_limit
+            .unwrap_or(Some(DEFAULT_LOGIN_RATE_LIMIT))
+        {
+            None => None,
+            Some((0, _)) => {
+                return Err(Error::InvalidConfig(
+                    "login_rate_limit count is 0: no login could ever be made".into(),
+                ))
+            }
+            Some((_, period)) if period.is_zero() => {
+                return Err(Error::InvalidConfig(
+                    "login_rate_limit period is zero; use without_login_rate_limit() instead"
+                        .into(),
+                ))
+            }
+            Some((count, period)) => Some(RateLimit { count, period }),
+        };
+        let max_entries = self.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
+        if max_entries == 0 {
+            return Err(Error::InvalidConfig("max_entries is 0".into()));
+        }
         let http_client = match self.http_client {
             Some(client) => client,
             None => reqwest::Client::builder()
@@ -294,6 +386,10 @@ impl TokenCacheBuilder {
             refresh_retry_after: self.refresh_retry_after.unwrap_or(DEFAULT_REFRESH_RETRY),
             login_timeout: self.login_timeout.unwrap_or(Some(DEFAULT_LOGIN_TIMEOUT)),
             http_client,
+            login_rate_limit,
+            max_login_wait: self.max_login_wait.unwrap_or(DEFAULT_MAX_LOGIN_WAIT),
+            idle_after: self.idle_after.unwrap_or(DEFAULT_IDLE_AFTER),
+            max_entries,
         })
     }
 }
@@ -419,5 +515,30 @@ mod tests {
         );
         assert_eq!(s.refresh_before, DEFAULT_REFRESH_BEFORE);
         assert_eq!(s.login_timeout, Some(DEFAULT_LOGIN_TIMEOUT));
+        assert_eq!(
+            s.login_rate_limit,
+            Some(RateLimit {
+                count: 12,
+                period: Duration::from_secs(60)
+            })
+        );
+    }
+
+    #[test]
+    fn a_budget_that_allows_no_login_is_refused() {
+        let base = || {
+            TokenCacheBuilder::new(Credentials::new("id", "s")).environment(Environment::Sandbox)
+        };
+        assert!(base()
+            .login_rate_limit(0, Duration::from_secs(60))
+            .into_settings()
+            .is_err());
+        assert!(base()
+            .login_rate_limit(12, Duration::ZERO)
+            .into_settings()
+            .is_err());
+        assert!(base().max_entries(0).into_settings().is_err());
+        let off = base().without_login_rate_limit().into_settings().unwrap();
+        assert_eq!(off.login_rate_limit, None);
     }
 }

@@ -1,45 +1,93 @@
 //! One cache entry: the token for one (identity URL, client ID, scope,
-//! taxpayer), with at most one login in flight and refresh ahead of expiry.
+//! taxpayer), with at most one login in flight.
 //!
-//! The hot path ([`Entry::cached`]) is lock-free: one `ArcSwap` load, one clock
-//! read, and a reference-count increment. Locks are only taken to start or join
-//! a login, and never held across an `.await`: the login runs in its own task
-//! and hands its result to every waiter through a `watch` channel.
+//! The hot path ([`Entry::cached`]) is lock-free: one `ArcSwap` load, a
+//! comparison with the clock reading the caller already took, and a
+//! reference-count increment (plus, at most once a second, a store of the
+//! last-use time). Locks are only taken to start or join a login, and never
+//! held across an `.await`: the login runs in its own task and hands its
+//! result to every waiter through a `watch` channel.
+//!
+//! Refreshes ahead of expiry are started by the cache's sweep
+//! ([`Entry::refresh_if_due`]), never by a caller waiting; every login first
+//! takes a slot from the client ID's [`LoginBudget`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::budget::{LoginBudget, DEFAULT_RATE_LIMIT_BACKOFF};
 use crate::config::Settings;
 use crate::error::Error;
-use crate::freshness::{freshness, Freshness};
+use crate::freshness::should_refresh;
 use crate::login::login;
+use crate::stats::Counters;
 use crate::taxpayer::OnBehalfOf;
 use crate::token::{AccessToken, TokenInner};
 
 type LoginResult = Option<Result<AccessToken, Error>>;
 
+/// A refresh must get its login slot this long before its token expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(5);
+/// The last-use time is recorded at this granularity (one store a second at most).
+const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
+
+/// What every entry of one cache shares.
+pub(crate) struct Context {
+    pub(crate) settings: Settings,
+    pub(crate) budget: Arc<LoginBudget>,
+    pub(crate) counters: Counters,
+    /// Times are stored in atomics as nanoseconds since this instant.
+    epoch: Instant,
+}
+
+impl Context {
+    pub(crate) fn new(settings: Settings) -> Self {
+        let budget = LoginBudget::shared(
+            settings.token_url.as_str(),
+            settings.credentials.client_id(),
+            settings.login_rate_limit,
+        );
+        Context {
+            settings,
+            budget,
+            counters: Counters::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+}
+
 pub(crate) struct Entry {
-    settings: Arc<Settings>,
+    ctx: Arc<Context>,
     on_behalf_of: Option<OnBehalfOf>,
     /// Names the entry in logs: client ID, scope and taxpayer, never a secret.
     label: String,
     current: ArcSwapOption<TokenInner>,
-    /// Nanoseconds after `epoch` before which no background refresh starts:
-    /// set when one starts, so a failed refresh is retried only later, and
-    /// cleared when a login succeeds.
+    /// No background refresh before this (nanos since the epoch): set when one
+    /// starts, so a failed refresh is retried only later; cleared on success.
     refresh_not_before: AtomicU64,
-    epoch: Instant,
+    /// When the entry was last asked for a token (nanos since the epoch).
+    last_used: AtomicU64,
     /// The login in flight, if any.
     inflight: Mutex<Option<watch::Receiver<LoginResult>>>,
 }
 
 impl Entry {
-    pub(crate) fn new(settings: Arc<Settings>, on_behalf_of: Option<OnBehalfOf>) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>, on_behalf_of: Option<OnBehalfOf>, now: Instant) -> Self {
+        let settings = &ctx.settings;
         let mut label = format!(
             "client_id={} identity={}",
             settings.credentials.client_id(),
@@ -51,43 +99,58 @@ impl Entry {
         if let Some(taxpayer) = &on_behalf_of {
             label.push_str(&format!(" on_behalf_of={taxpayer}"));
         }
+        let last_used = AtomicU64::new(ctx.nanos(now));
         Entry {
-            settings,
+            ctx,
             on_behalf_of,
             label,
             current: ArcSwapOption::empty(),
             refresh_not_before: AtomicU64::new(0),
-            epoch: Instant::now(),
+            last_used,
             inflight: Mutex::new(None),
         }
     }
 
     /// A valid token: the cached one, or the result of the login in flight
     /// (starting one if none is).
-    pub(crate) async fn token(self: &Arc<Self>) -> Result<AccessToken, Error> {
-        match self.cached() {
+    pub(crate) async fn token(self: &Arc<Self>, now: Instant) -> Result<AccessToken, Error> {
+        match self.cached(now) {
             Some(token) => Ok(token),
-            None => self.wait_for_login().await,
+            None => {
+                self.touch(now);
+                self.wait_for_login().await
+            }
         }
     }
 
-    /// The hot path: the cached token if it has not expired, starting a
-    /// background refresh when it is due.
+    /// The hot path: the cached token, unless it has expired at `now`.
     #[inline]
-    pub(crate) fn cached(self: &Arc<Self>) -> Option<AccessToken> {
+    pub(crate) fn cached(&self, now: Instant) -> Option<AccessToken> {
         let guard = self.current.load();
         let token = guard.as_ref()?;
-        let now = Instant::now();
-        match freshness(now, token.refresh_at, token.expires) {
-            Freshness::Fresh => Some(AccessToken(Arc::clone(token))),
-            Freshness::RefreshDue => {
-                let token = AccessToken(Arc::clone(token));
-                drop(guard);
-                self.refresh_in_background(now);
-                Some(token)
-            }
-            Freshness::Expired => None,
+        if now >= token.expires {
+            return None;
         }
+        self.touch(now);
+        Some(AccessToken(Arc::clone(token)))
+    }
+
+    #[inline]
+    fn touch(&self, now: Instant) {
+        let now = self.ctx.nanos(now);
+        let granularity = TOUCH_GRANULARITY.as_nanos() as u64;
+        if now >= self.last_used.load(Ordering::Relaxed) + granularity {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Nanoseconds since the epoch of the last use, for least-recently-used eviction.
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn has_token(&self) -> bool {
+        self.current.load().is_some()
     }
 
     /// Drops `token` if it is still the current one. Returns whether it was.
@@ -109,19 +172,42 @@ impl Entry {
         }
     }
 
-    fn refresh_in_background(self: &Arc<Self>, now: Instant) {
-        let now_nanos = self.nanos_since_epoch(now);
-        if now_nanos < self.refresh_not_before.load(Ordering::Relaxed) {
+    /// Starts a background refresh if the token is in its refresh window,
+    /// the entry is not idle, and no login or retry pause is running.
+    pub(crate) fn refresh_if_due(self: &Arc<Self>, now: Instant) {
+        let Some((refresh_at, expires)) = self
+            .current
+            .load()
+            .as_ref()
+            .map(|t| (t.refresh_at, t.expires))
+        else {
+            return;
+        };
+        let ctx = &self.ctx;
+        let not_before = ctx.instant(self.refresh_not_before.load(Ordering::Relaxed));
+        let last_used = ctx.instant(self.last_used.load(Ordering::Relaxed));
+        if !should_refresh(
+            now,
+            refresh_at,
+            expires,
+            not_before,
+            last_used,
+            ctx.settings.idle_after,
+        ) {
             return;
         }
         let mut inflight = self.inflight.lock();
         if is_running(inflight.as_ref()) {
             return;
         }
-        let retry = u64::try_from(self.settings.refresh_retry_after.as_nanos()).unwrap_or(u64::MAX);
+        let retry = now + ctx.settings.refresh_retry_after;
         self.refresh_not_before
-            .store(now_nanos.saturating_add(retry), Ordering::Relaxed);
-        if let Ok(rx) = self.spawn_login("refresh ahead of expiry") {
+            .store(ctx.nanos(retry), Ordering::Relaxed);
+        let deadline = expires
+            .checked_sub(REFRESH_MARGIN)
+            .map_or(now, |d| d.max(now));
+        if let Ok(rx) = self.spawn_login("refresh ahead of expiry", deadline) {
+            Counters::bump(&ctx.counters.refreshes_ahead);
             *inflight = Some(rx);
         }
     }
@@ -147,13 +233,14 @@ impl Entry {
         let mut rx = {
             let mut inflight = self.inflight.lock();
             // A login may have finished since the lock-free check.
-            if let Some(token) = self.unexpired() {
+            if let Some(token) = self.cached(Instant::now()) {
                 return Ok(token);
             }
             match inflight.as_ref() {
                 Some(rx) if is_running(Some(rx)) => rx.clone(),
                 _ => {
-                    let rx = self.spawn_login("no valid token")?;
+                    let deadline = Instant::now() + self.ctx.settings.max_login_wait;
+                    let rx = self.spawn_login("no valid token", deadline)?;
                     *inflight = Some(rx.clone());
                     rx
                 }
@@ -166,16 +253,12 @@ impl Entry {
         result.clone().unwrap_or(Err(Error::LoginAborted))
     }
 
-    fn unexpired(&self) -> Option<AccessToken> {
-        let guard = self.current.load();
-        let token = guard.as_ref()?;
-        (Instant::now() < token.expires).then(|| AccessToken(Arc::clone(token)))
-    }
-
-    /// Starts the login task. Called with `inflight` locked, so at most one runs.
+    /// Starts the login task. Called with `inflight` locked, so at most one
+    /// runs. The login waits for a budget slot until `deadline`.
     fn spawn_login(
         self: &Arc<Self>,
         reason: &'static str,
+        deadline: Instant,
     ) -> Result<watch::Receiver<LoginResult>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::InvalidConfig("the token cache must be used inside a tokio runtime".into())
@@ -183,39 +266,12 @@ impl Entry {
         let (tx, rx) = watch::channel(None);
         let entry = Arc::clone(self);
         runtime.spawn(async move {
-            let started = Instant::now();
-            tracing::debug!(entry = %entry.label, reason, "login started");
-            let result = login(&entry.settings, entry.on_behalf_of.as_ref())
-                .await
-                .map(|issued| {
-                    AccessToken::new(
-                        issued,
-                        entry.on_behalf_of.clone(),
-                        entry.settings.refresh_before,
-                    )
-                });
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            match &result {
-                Ok(token) => {
-                    entry.current.store(Some(Arc::clone(&token.0)));
-                    // The retry pause is for failed refreshes only: the new
-                    // token's own refresh point decides the next one.
-                    entry.refresh_not_before.store(0, Ordering::Relaxed);
-                    tracing::info!(
-                        entry = %entry.label,
-                        reason,
-                        elapsed_ms,
-                        expires_at = %token.expires_at(),
-                        "login succeeded"
-                    );
-                }
-                Err(error) => tracing::warn!(
-                    entry = %entry.label,
-                    reason,
-                    elapsed_ms,
-                    %error,
-                    "login failed"
-                ),
+            let result = entry.login_within_budget(reason, deadline).await;
+            if let Ok(token) = &result {
+                entry.current.store(Some(Arc::clone(&token.0)));
+                // The retry pause is for failed refreshes only: the new
+                // token's own refresh point decides the next one.
+                entry.refresh_not_before.store(0, Ordering::Relaxed);
             }
             // The token is stored before the login stops being "in flight", so
             // a caller that finds no login in flight finds the token.
@@ -225,8 +281,48 @@ impl Entry {
         Ok(rx)
     }
 
-    fn nanos_since_epoch(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    async fn login_within_budget(
+        &self,
+        reason: &'static str,
+        deadline: Instant,
+    ) -> Result<AccessToken, Error> {
+        let ctx = &self.ctx;
+        if let Err(error) = ctx.budget.acquire(deadline).await {
+            Counters::bump(&ctx.counters.logins_refused_by_budget);
+            tracing::warn!(entry = %self.label, reason, %error, "no login slot in time");
+            return Err(error);
+        }
+        Counters::bump(&ctx.counters.logins);
+        let started = Instant::now();
+        tracing::debug!(entry = %self.label, reason, "login started");
+        let result = login(&ctx.settings, self.on_behalf_of.as_ref())
+            .await
+            .map(|issued| {
+                AccessToken::new(
+                    issued,
+                    self.on_behalf_of.clone(),
+                    ctx.settings.refresh_before,
+                )
+            });
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(token) => tracing::info!(
+                entry = %self.label,
+                reason,
+                elapsed_ms,
+                expires_at = %token.expires_at(),
+                "login succeeded"
+            ),
+            Err(error) => {
+                if let Error::RateLimited { retry_after } = error {
+                    Counters::bump(&ctx.counters.logins_rate_limited);
+                    ctx.budget
+                        .block_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF));
+                }
+                tracing::warn!(entry = %self.label, reason, elapsed_ms, %error, "login failed");
+            }
+        }
+        result
     }
 }
 

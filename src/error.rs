@@ -66,11 +66,14 @@ pub enum Error {
         uri: Option<String>,
     },
 
-    /// The identity service answered HTTP 429: too many logins for this client ID.
-    /// No login should be attempted for `retry_after` (when the service said).
-    #[error("login rate limit reached at the identity service{}", describe_retry(.retry_after))]
+    /// No login could be made for this client ID: the identity service
+    /// answered HTTP 429, or the login budget (12 a minute by default) has no
+    /// slot before this caller's wait runs out. Callers holding a valid token
+    /// never see this.
+    #[error("login rate limit reached{}", describe_retry(.retry_after))]
     RateLimited {
-        /// How long to wait, from the `Retry-After` header.
+        /// How long until a login may be possible: the 429's `Retry-After`, or
+        /// when the budget's next free slot for this caller would come.
         retry_after: Option<Duration>,
     },
 
@@ -97,6 +100,11 @@ pub enum Error {
     /// error reporters that walk the chain do not print it twice.
     #[error("could not reach the identity service: {0}")]
     Transport(Arc<reqwest::Error>),
+
+    /// An access token is not a well-formed JWT, so its claims cannot be read
+    /// (see [`AccessToken::claims`](crate::AccessToken::claims)).
+    #[error("the access token is not a readable JWT: {0}")]
+    InvalidToken(String),
 
     /// The login task ended without a result (its runtime shut down). Retry.
     #[error("the login was abandoned before it finished")]

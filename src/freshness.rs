@@ -35,6 +35,22 @@ pub(crate) fn refresh_at(issued: Instant, lifetime: Duration, refresh_before: Du
     issued + lifetime - refresh_before.min(lifetime / 2)
 }
 
+/// Whether a background refresh should start now: the token is in its
+/// refresh window, no retry pause is running, and the entry is not idle (it
+/// was used within `idle_after`).
+pub(crate) fn should_refresh(
+    now: Instant,
+    refresh_at: Instant,
+    expires: Instant,
+    not_before: Instant,
+    last_used: Instant,
+    idle_after: Duration,
+) -> bool {
+    freshness(now, refresh_at, expires) == Freshness::RefreshDue
+        && now >= not_before
+        && now.saturating_duration_since(last_used) <= idle_after
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +84,45 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(refresh_at(t0, S(3600), S(300)), t0 + S(3300));
         assert_eq!(refresh_at(t0, S(3600), Duration::ZERO), t0 + S(3600));
+    }
+
+    #[test]
+    fn only_used_entries_in_their_window_and_out_of_a_retry_pause_are_refreshed() {
+        let t0 = Instant::now();
+        let (refresh, expires, idle) = (t0 + S(3300), t0 + S(3600), S(900));
+        let now = t0 + S(3400);
+        assert!(should_refresh(now, refresh, expires, t0, now - S(60), idle));
+        // Not yet in the window, or already expired.
+        assert!(!should_refresh(
+            t0 + S(3000),
+            refresh,
+            expires,
+            t0,
+            t0 + S(3000),
+            idle
+        ));
+        assert!(!should_refresh(
+            expires, refresh, expires, t0, expires, idle
+        ));
+        // In a retry pause after a failed refresh.
+        assert!(!should_refresh(
+            now,
+            refresh,
+            expires,
+            now + S(1),
+            now,
+            idle
+        ));
+        // Idle: last used more than idle_after ago.
+        assert!(should_refresh(now, refresh, expires, t0, now - idle, idle));
+        assert!(!should_refresh(
+            now,
+            refresh,
+            expires,
+            t0,
+            now - idle - S(1),
+            idle
+        ));
     }
 
     #[test]

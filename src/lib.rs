@@ -66,28 +66,36 @@
 //! # Modules
 //!
 //! Configuration lives in `config`, the login call in `login`, the cache in
-//! `cache` and `entry` (with its pure decisions in `freshness`), the middleware
-//! in `middleware`, taxpayer identifiers in `taxpayer`, errors in `error`.
+//! `cache` and `entry` (with its pure decisions in `freshness`), the login
+//! budget in `budget`, counters in `stats`, the middleware in `middleware`,
+//! taxpayer identifiers in `taxpayer`, JWT claims in `claims`, errors in `error`.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
+mod budget;
 mod cache;
+mod claims;
 mod config;
 mod entry;
 mod error;
 mod freshness;
 mod login;
 mod middleware;
+mod stats;
 mod taxpayer;
 mod token;
 
+pub use budget::{DEFAULT_LOGIN_RATE_LIMIT, DEFAULT_RATE_LIMIT_BACKOFF};
 pub use cache::TokenCache;
+pub use claims::TokenClaims;
 pub use config::{
-    Credentials, Environment, TokenCacheBuilder, DEFAULT_LOGIN_TIMEOUT, DEFAULT_REFRESH_BEFORE,
-    DEFAULT_REFRESH_RETRY, MAX_TOKEN_LIFETIME,
+    Credentials, Environment, TokenCacheBuilder, DEFAULT_IDLE_AFTER, DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_LOGIN_WAIT, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_RETRY,
+    MAX_TOKEN_LIFETIME,
 };
 pub use error::{Error, OAuthErrorCode};
 pub use middleware::AuthMiddleware;
+pub use stats::CacheStats;
 pub use taxpayer::OnBehalfOf;
 pub use token::AccessToken;
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use crate::claims::TokenClaims;
 use crate::freshness::refresh_at;
 use crate::taxpayer::OnBehalfOf;
 
@@ -107,6 +108,21 @@ impl AccessToken {
     /// The taxpayer this token acts for, for intermediary logins.
     pub fn on_behalf_of(&self) -> Option<&OnBehalfOf> {
         self.0.on_behalf_of.as_ref()
+    }
+
+    /// The token's JWT claims, decoded **without verifying the signature**:
+    /// for checking which taxpayer a token acts for, not for authorization.
+    /// Fails with [`Error::InvalidToken`](crate::Error::InvalidToken) when the
+    /// token is not a JWT.
+    ///
+    /// ```no_run
+    /// # async fn run(cache: myinvois_auth::TokenCache) -> Result<(), myinvois_auth::Error> {
+    /// let token = cache.token_on_behalf_of("C25845632020").await?;
+    /// assert_eq!(token.claims()?.taxpayer_tin(), Some("C25845632020"));
+    /// # Ok(()) }
+    /// ```
+    pub fn claims(&self) -> Result<TokenClaims, crate::Error> {
+        TokenClaims::decode(&self.0.secret)
     }
 
     /// True when `self` and `other` are the same issued token.
