@@ -3,6 +3,12 @@
 //! the process that logs in with that client ID, and a `Retry-After` from a
 //! 429 honoured by all of them.
 //!
+//! Logins are paced: one every `period / count` (5 s for 12 a minute), which
+//! keeps any window of `period` to at most `count` logins, whatever the
+//! server's window alignment. A plain sliding window would let `count` logins
+//! out in one burst; the bursts then repeat every `period`, and a caller whose
+//! calls fall just after them never finds a slot within its wait.
+//!
 //! Waiting logins are served earliest deadline first: a caller with no token
 //! (deadline: now + `max_login_wait`) before a refresh whose token is still
 //! valid for minutes (deadline: just before that token expires), and among
@@ -11,7 +17,7 @@
 //! rather than left waiting. Waiters sleep on timers and notifications, never
 //! spin; only the head of the queue watches the next free slot.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -40,8 +46,8 @@ pub(crate) struct LoginBudget {
 
 #[derive(Default)]
 struct State {
-    /// Send times of the last `count` logins, oldest first.
-    sent: VecDeque<Instant>,
+    /// When the last login was let out.
+    last_grant: Option<Instant>,
     /// No login before this (from a 429's `Retry-After`).
     blocked_until: Option<Instant>,
     /// Waiting logins in deadline order, each with its own wake-up.
@@ -49,11 +55,18 @@ struct State {
     next_seq: u64,
 }
 
+impl RateLimit {
+    /// The pace: one login per `period / count`.
+    fn interval(self) -> Duration {
+        self.period / self.count.max(1)
+    }
+}
+
 /// When the `position`-th waiter in line (0 = first) could send, given the
-/// send times of past logins (oldest first), the limit and any 429 block.
-/// Each waiter ahead is assumed to take the first slot it can.
+/// last login let out, the limit and any 429 block. Each waiter ahead is
+/// assumed to take the first slot it can.
 pub(crate) fn slot_time(
-    sent: &VecDeque<Instant>,
+    last_grant: Option<Instant>,
     limit: Option<RateLimit>,
     blocked_until: Option<Instant>,
     position: usize,
@@ -61,19 +74,9 @@ pub(crate) fn slot_time(
 ) -> Instant {
     let base = blocked_until.map_or(now, |b| b.max(now));
     let Some(limit) = limit else { return base };
-    let count = limit.count.max(1) as usize;
-    let mut grants: Vec<Instant> = sent.iter().copied().collect();
-    let mut t = base;
-    for _ in 0..=position {
-        let k = grants.len();
-        t = if k >= count {
-            base.max(grants[k - count] + limit.period)
-        } else {
-            base
-        };
-        grants.push(t);
-    }
-    t
+    let interval = limit.interval();
+    let first = last_grant.map_or(base, |last| base.max(last + interval));
+    first + interval * u32::try_from(position).unwrap_or(u32::MAX)
 }
 
 impl LoginBudget {
@@ -128,7 +131,13 @@ impl LoginBudget {
             let wake_at = {
                 let mut state = self.state.lock();
                 let position = state.waiters.range(..key).count();
-                let slot = slot_time(&state.sent, self.limit, state.blocked_until, position, now);
+                let slot = slot_time(
+                    state.last_grant,
+                    self.limit,
+                    state.blocked_until,
+                    position,
+                    now,
+                );
                 if slot > deadline || (position > 0 && now >= deadline) {
                     waiter.leave(&mut state);
                     return Err(Error::RateLimited {
@@ -136,12 +145,7 @@ impl LoginBudget {
                     });
                 }
                 if position == 0 && slot <= now {
-                    if let Some(limit) = self.limit {
-                        state.sent.push_back(now);
-                        while state.sent.len() > limit.count as usize {
-                            state.sent.pop_front();
-                        }
-                    }
+                    state.last_grant = Some(now);
                     waiter.leave(&mut state);
                     return Ok(());
                 }
@@ -214,58 +218,53 @@ mod tests {
     });
 
     #[test]
-    fn free_slots_are_now_and_a_full_window_frees_a_period_after_each_send() {
+    fn logins_are_paced_one_per_period_over_count() {
         let t0 = Instant::now();
-        let sent: VecDeque<_> = (0..12).map(|i| t0 + S(i)).collect();
         let now = t0 + S(20);
-        assert_eq!(slot_time(&VecDeque::new(), TWELVE, None, 0, now), now);
-        assert_eq!(slot_time(&VecDeque::new(), TWELVE, None, 11, now), now);
+        // Nothing sent yet: the first goes now, the next ones 5 s apart.
+        assert_eq!(slot_time(None, TWELVE, None, 0, now), now);
+        assert_eq!(slot_time(None, TWELVE, None, 3, now), now + S(15));
+        // Last sent 2 s ago: the next slot is 3 s away.
         assert_eq!(
-            slot_time(&VecDeque::new(), TWELVE, None, 12, now),
-            now + S(60)
+            slot_time(Some(now - S(2)), TWELVE, None, 0, now),
+            now + S(3)
         );
-        assert_eq!(slot_time(&sent, TWELVE, None, 0, now), t0 + S(60));
-        assert_eq!(slot_time(&sent, TWELVE, None, 5, now), t0 + S(65));
-        assert_eq!(slot_time(&sent, TWELVE, None, 12, now), t0 + S(120));
+        assert_eq!(
+            slot_time(Some(now - S(2)), TWELVE, None, 1, now),
+            now + S(8)
+        );
+        // Last sent long ago: now.
+        assert_eq!(slot_time(Some(t0), TWELVE, None, 0, now), now);
     }
 
     #[test]
     fn a_429_block_comes_first_and_no_limit_means_only_the_block() {
         let t0 = Instant::now();
-        assert_eq!(
-            slot_time(&VecDeque::new(), TWELVE, Some(t0 + S(30)), 0, t0),
-            t0 + S(30)
-        );
-        assert_eq!(
-            slot_time(&VecDeque::new(), None, Some(t0 + S(30)), 99, t0),
-            t0 + S(30)
-        );
-        assert_eq!(slot_time(&VecDeque::new(), None, None, 99, t0), t0);
+        assert_eq!(slot_time(None, TWELVE, Some(t0 + S(30)), 0, t0), t0 + S(30));
+        assert_eq!(slot_time(None, TWELVE, Some(t0 + S(30)), 2, t0), t0 + S(40));
+        assert_eq!(slot_time(None, None, Some(t0 + S(30)), 99, t0), t0 + S(30));
+        assert_eq!(slot_time(Some(t0), None, None, 99, t0), t0);
         // A block in the past is no block.
-        assert_eq!(
-            slot_time(&VecDeque::new(), None, Some(t0), 0, t0 + S(1)),
-            t0 + S(1)
-        );
+        assert_eq!(slot_time(None, None, Some(t0), 0, t0 + S(1)), t0 + S(1));
     }
 
     #[test]
     fn no_window_of_a_period_ever_holds_more_than_count_grants() {
         let t0 = Instant::now();
-        let mut sent = VecDeque::new();
+        let mut last = None;
         let mut grants = Vec::new();
-        for _ in 0..100 {
-            let t = slot_time(&sent, TWELVE, None, 0, t0);
+        for i in 0..100u64 {
+            // Demand arrives in bursts; grants must not.
+            let now = t0 + S(i / 20 * 60);
+            let t = slot_time(last, TWELVE, None, 0, now);
             grants.push(t);
-            sent.push_back(t);
-            if sent.len() > 12 {
-                sent.pop_front();
-            }
+            last = Some(t);
         }
+        grants.sort();
         for (i, t) in grants.iter().enumerate() {
             let in_window = grants[i..].iter().take_while(|g| **g < *t + S(60)).count();
             assert!(in_window <= 12, "window at {i} holds {in_window}");
         }
-        assert_eq!(grants[12], t0 + S(60));
     }
 
     #[tokio::test(start_paused = true)]
@@ -292,6 +291,33 @@ mod tests {
         let names: Vec<_> = order.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["early", "middle", "late"]);
         assert_eq!(order[1].1 - order[0].1, S(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_arrival_with_an_earlier_deadline_takes_the_next_slot() {
+        let budget = Arc::new(LoginBudget::new(Some(RateLimit {
+            count: 1,
+            period: S(60),
+        })));
+        let t0 = Instant::now();
+        budget.acquire(t0 + S(1)).await.unwrap();
+        let refresh = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move {
+                budget.acquire(t0 + S(300)).await.unwrap();
+                Instant::now() - t0
+            }
+        });
+        tokio::time::sleep(S(55)).await;
+        let cold = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move {
+                budget.acquire(t0 + S(65)).await.unwrap();
+                Instant::now() - t0
+            }
+        });
+        assert_eq!(cold.await.unwrap(), S(60));
+        assert_eq!(refresh.await.unwrap(), S(120));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,10 @@
 //! Integration tests over real HTTP: wiremock identity services and APIs on
 //! loopback, tokio's paused clock for expiry. Each test names the behaviour it proves.
 
+mod budget;
 mod cache;
 mod login;
 mod middleware;
 mod secrets;
+mod sim;
 mod support;
