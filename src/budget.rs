@@ -3,9 +3,9 @@
 //! the process that logs in with that client ID, and a `Retry-After` from a
 //! 429 honoured by all of them.
 //!
-//! Logins are paced: one every `period / count` (5 s for 12 a minute), which
-//! keeps any window of `period` to at most `count` logins, whatever the
-//! server's window alignment. A plain sliding window would let `count` logins
+//! Logins are paced: one every `(period + 250 ms) / count` (5.02 s for 12 a
+//! minute), which keeps any window of `period` to at most `count` logins,
+//! whatever the server's window alignment and with room for network jitter. A plain sliding window would let `count` logins
 //! out in one burst; the bursts then repeat every `period`, and a caller whose
 //! calls fall just after them never finds a slot within its wait.
 //!
@@ -29,6 +29,10 @@ use crate::error::Error;
 
 /// MyInvois' login limit: 12 per minute per client ID.
 pub const DEFAULT_LOGIN_RATE_LIMIT: (u32, Duration) = (12, Duration::from_secs(60));
+/// Added to the period when pacing: logins reach the identity service with a
+/// few milliseconds of jitter, and paced at exactly `period / count`, the
+/// first and the `count + 1`-th could land inside one window there.
+pub const PACING_MARGIN: Duration = Duration::from_millis(250);
 /// How long to hold off logins after a 429 that carried no `Retry-After`.
 pub const DEFAULT_RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -56,9 +60,9 @@ struct State {
 }
 
 impl RateLimit {
-    /// The pace: one login per `period / count`.
-    fn interval(self) -> Duration {
-        self.period / self.count.max(1)
+    /// The pace: one login per `(period + PACING_MARGIN) / count`.
+    pub(crate) fn interval(self) -> Duration {
+        (self.period + PACING_MARGIN) / self.count.max(1)
     }
 }
 
@@ -218,21 +222,18 @@ mod tests {
     });
 
     #[test]
-    fn logins_are_paced_one_per_period_over_count() {
+    fn logins_are_paced_one_per_period_plus_margin_over_count() {
         let t0 = Instant::now();
         let now = t0 + S(20);
-        // Nothing sent yet: the first goes now, the next ones 5 s apart.
+        let step = (S(60) + PACING_MARGIN) / 12;
+        assert_eq!(step, Duration::from_nanos(5_020_833_333));
+        // Nothing sent yet: the first goes now, the next ones a step apart.
         assert_eq!(slot_time(None, TWELVE, None, 0, now), now);
-        assert_eq!(slot_time(None, TWELVE, None, 3, now), now + S(15));
-        // Last sent 2 s ago: the next slot is 3 s away.
-        assert_eq!(
-            slot_time(Some(now - S(2)), TWELVE, None, 0, now),
-            now + S(3)
-        );
-        assert_eq!(
-            slot_time(Some(now - S(2)), TWELVE, None, 1, now),
-            now + S(8)
-        );
+        assert_eq!(slot_time(None, TWELVE, None, 3, now), now + step * 3);
+        // Last sent 2 s ago: the next slot is a step after it.
+        let last = now - S(2);
+        assert_eq!(slot_time(Some(last), TWELVE, None, 0, now), last + step);
+        assert_eq!(slot_time(Some(last), TWELVE, None, 1, now), last + step * 2);
         // Last sent long ago: now.
         assert_eq!(slot_time(Some(t0), TWELVE, None, 0, now), now);
     }
@@ -241,7 +242,11 @@ mod tests {
     fn a_429_block_comes_first_and_no_limit_means_only_the_block() {
         let t0 = Instant::now();
         assert_eq!(slot_time(None, TWELVE, Some(t0 + S(30)), 0, t0), t0 + S(30));
-        assert_eq!(slot_time(None, TWELVE, Some(t0 + S(30)), 2, t0), t0 + S(40));
+        let step = (S(60) + PACING_MARGIN) / 12;
+        assert_eq!(
+            slot_time(None, TWELVE, Some(t0 + S(30)), 2, t0),
+            t0 + S(30) + step * 2
+        );
         assert_eq!(slot_time(None, None, Some(t0 + S(30)), 99, t0), t0 + S(30));
         assert_eq!(slot_time(Some(t0), None, None, 99, t0), t0);
         // A block in the past is no block.
@@ -264,6 +269,12 @@ mod tests {
         for (i, t) in grants.iter().enumerate() {
             let in_window = grants[i..].iter().take_while(|g| **g < *t + S(60)).count();
             assert!(in_window <= 12, "window at {i} holds {in_window}");
+            // Even with 250 ms of jitter in the window's favour.
+            let jittered = grants[i..]
+                .iter()
+                .take_while(|g| **g < *t + S(60) + PACING_MARGIN - Duration::from_millis(1))
+                .count();
+            assert!(jittered <= 12, "window at {i} holds {jittered} with jitter");
         }
     }
 
@@ -290,7 +301,7 @@ mod tests {
         let order = order.lock();
         let names: Vec<_> = order.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["early", "middle", "late"]);
-        assert_eq!(order[1].1 - order[0].1, S(60));
+        assert_eq!(order[1].1 - order[0].1, S(60) + PACING_MARGIN);
     }
 
     #[tokio::test(start_paused = true)]
@@ -316,8 +327,9 @@ mod tests {
                 Instant::now() - t0
             }
         });
-        assert_eq!(cold.await.unwrap(), S(60));
-        assert_eq!(refresh.await.unwrap(), S(120));
+        let step = S(60) + PACING_MARGIN;
+        assert_eq!(cold.await.unwrap(), step);
+        assert_eq!(refresh.await.unwrap(), step * 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -335,12 +347,12 @@ mod tests {
             "no waiting when the slot is too far"
         );
         assert!(
-            matches!(err, Error::RateLimited { retry_after: Some(d) } if d == S(60)),
+            matches!(err, Error::RateLimited { retry_after: Some(d) } if d == S(60) + PACING_MARGIN),
             "{err:?}"
         );
         budget.block_for(S(30));
-        tokio::time::advance(S(60)).await;
-        // 60 s later the window is free again, and the block has passed.
+        tokio::time::advance(S(61)).await;
+        // A step later the next slot is free, and the block has passed.
         budget.acquire(Instant::now() + S(1)).await.unwrap();
     }
 

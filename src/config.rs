@@ -11,6 +11,7 @@ use url::Url;
 use crate::budget::{RateLimit, DEFAULT_LOGIN_RATE_LIMIT};
 use crate::cache::TokenCache;
 use crate::error::Error;
+use crate::store::{MemoryTokenStore, TokenStore};
 
 /// Default for [`TokenCacheBuilder::refresh_before`]: 5 minutes.
 pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
@@ -161,6 +162,7 @@ pub struct TokenCacheBuilder {
     max_login_wait: Option<Duration>,
     idle_after: Option<Duration>,
     max_entries: Option<usize>,
+    token_store: Option<Arc<dyn TokenStore>>,
 }
 
 /// The checked settings a cache runs with.
@@ -178,6 +180,7 @@ pub(crate) struct Settings {
     pub(crate) max_login_wait: Duration,
     pub(crate) idle_after: Duration,
     pub(crate) max_entries: usize,
+    pub(crate) token_store: Arc<dyn TokenStore>,
 }
 
 impl TokenCacheBuilder {
@@ -195,6 +198,7 @@ impl TokenCacheBuilder {
             max_login_wait: None,
             idle_after: None,
             max_entries: None,
+            token_store: None,
         }
     }
 
@@ -306,11 +310,24 @@ impl TokenCacheBuilder {
     }
 
     /// The most taxpayer entries kept; past it, the least recently used one is
-    /// dropped (it logs in again if used later).
+    /// dropped. If used again, it takes its token back from the token store
+    /// while that is valid, and logs in otherwise.
     ///
     /// Defaults to [`DEFAULT_MAX_ENTRIES`] (10 000).
     pub fn max_entries(mut self, max: usize) -> Self {
         self.max_entries = Some(max);
+        self
+    }
+
+    /// Where tokens, logins and the login budget are shared beyond this cache:
+    /// [`RedisTokenStore`](crate::RedisTokenStore) (feature `redis`) for a
+    /// fleet of processes. The cache's own entries stay in memory in front of
+    /// it; the store is only used by logins. If the store fails, the cache
+    /// carries on as a single process, with a warning in the log.
+    ///
+    /// Defaults to a fresh [`MemoryTokenStore`].
+    pub fn token_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.token_store = Some(store);
         self
     }
 
@@ -390,6 +407,9 @@ impl TokenCacheBuilder {
             max_login_wait: self.max_login_wait.unwrap_or(DEFAULT_MAX_LOGIN_WAIT),
             idle_after: self.idle_after.unwrap_or(DEFAULT_IDLE_AFTER),
             max_entries,
+            token_store: self
+                .token_store
+                .unwrap_or_else(|| Arc::new(MemoryTokenStore::new())),
         })
     }
 }

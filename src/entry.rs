@@ -22,11 +22,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::budget::{LoginBudget, DEFAULT_RATE_LIMIT_BACKOFF};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::freshness::should_refresh;
 use crate::login::login;
 use crate::stats::Counters;
+use crate::store::{budget_key, entry_key, lock_owner, LoginSlot, StoreError};
 use crate::taxpayer::OnBehalfOf;
 use crate::token::{AccessToken, TokenInner};
 
@@ -36,14 +38,19 @@ type LoginResult = Option<Result<AccessToken, Error>>;
 const REFRESH_MARGIN: Duration = Duration::from_secs(5);
 /// The last-use time is recorded at this granularity (one store a second at most).
 const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
+/// While another process holds an entry's login lock, look for its token this often.
+const FLEET_POLL: Duration = Duration::from_millis(100);
+/// Budget for one token-store call (stores have their own, shorter, limits).
+const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// What every entry of one cache shares.
 pub(crate) struct Context {
     pub(crate) settings: Settings,
     pub(crate) budget: Arc<LoginBudget>,
+    /// The client ID's budget key in the token store.
+    budget_key: String,
     pub(crate) counters: Counters,
-    /// Times are stored in atomics as nanoseconds since this instant.
-    epoch: Instant,
+    pub(crate) clock: Clock,
 }
 
 impl Context {
@@ -53,20 +60,25 @@ impl Context {
             settings.credentials.client_id(),
             settings.login_rate_limit,
         );
+        let budget_key = budget_key(
+            settings.token_url.as_str(),
+            settings.credentials.client_id(),
+        );
         Context {
+            budget_key,
             settings,
             budget,
             counters: Counters::default(),
-            epoch: Instant::now(),
+            clock: Clock::new(),
         }
     }
 
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        self.clock.nanos(at)
     }
 
     fn instant(&self, nanos: u64) -> Instant {
-        self.epoch + Duration::from_nanos(nanos)
+        self.clock.at(nanos)
     }
 }
 
@@ -75,12 +87,18 @@ pub(crate) struct Entry {
     on_behalf_of: Option<OnBehalfOf>,
     /// Names the entry in logs: client ID, scope and taxpayer, never a secret.
     label: String,
+    /// The entry's key in the token store.
+    store_key: String,
     current: ArcSwapOption<TokenInner>,
     /// No background refresh before this (nanos since the epoch): set when one
     /// starts, so a failed refresh is retried only later; cleared on success.
     refresh_not_before: AtomicU64,
     /// When the entry was last asked for a token (nanos since the epoch).
     last_used: AtomicU64,
+    /// Expiry (nanos since the epoch) of the last invalidated token: a token
+    /// from the store is taken only if it expires later, so a token the API
+    /// rejected is never taken back.
+    rejected_until: AtomicU64,
     /// The login in flight, if any.
     inflight: Mutex<Option<watch::Receiver<LoginResult>>>,
 }
@@ -100,10 +118,18 @@ impl Entry {
             label.push_str(&format!(" on_behalf_of={taxpayer}"));
         }
         let last_used = AtomicU64::new(ctx.nanos(now));
+        let store_key = entry_key(
+            settings.token_url.as_str(),
+            settings.credentials.client_id(),
+            settings.scope.as_deref(),
+            on_behalf_of.as_ref().map(OnBehalfOf::as_str),
+        );
         Entry {
             ctx,
             on_behalf_of,
             label,
+            store_key,
+            rejected_until: AtomicU64::new(0),
             current: ArcSwapOption::empty(),
             refresh_not_before: AtomicU64::new(0),
             last_used,
@@ -161,6 +187,8 @@ impl Entry {
                 let previous = self.current.compare_and_swap(&current, None);
                 let removed = previous.as_ref().is_some_and(|p| p.id == token.0.id);
                 if removed {
+                    self.rejected_until
+                        .fetch_max(self.ctx.nanos(token.0.expires), Ordering::Relaxed);
                     tracing::info!(entry = %self.label, "token invalidated");
                 }
                 removed
@@ -266,7 +294,7 @@ impl Entry {
         let (tx, rx) = watch::channel(None);
         let entry = Arc::clone(self);
         runtime.spawn(async move {
-            let result = entry.login_within_budget(reason, deadline).await;
+            let result = entry.obtain(reason, deadline).await;
             if let Ok(token) = &result {
                 entry.current.store(Some(Arc::clone(&token.0)));
                 // The retry pause is for failed refreshes only: the new
@@ -281,6 +309,113 @@ impl Entry {
         Ok(rx)
     }
 
+    /// Gets a new token for the entry: one another process already obtained,
+    /// or a login of this process under the entry's lock in the token store,
+    /// so that one process in a fleet logs in per key.
+    async fn obtain(&self, reason: &'static str, deadline: Instant) -> Result<AccessToken, Error> {
+        let ctx = &self.ctx;
+        let store = &ctx.settings.token_store;
+        // The token to improve on: the one held (a refresh), or one rejected.
+        let rejected = self.rejected_until.load(Ordering::Relaxed);
+        let have = match self.current.load().as_ref() {
+            Some(current) => Some(current.expires),
+            None => (rejected > 0).then(|| ctx.instant(rejected)),
+        };
+        if let Some(token) = self.shared_token(have).await {
+            return Ok(token);
+        }
+        let owner = lock_owner();
+        let hold_for = deadline.saturating_duration_since(Instant::now())
+            + ctx
+                .settings
+                .login_timeout
+                .unwrap_or(Duration::from_secs(60))
+            + Duration::from_secs(5);
+        let give_up = deadline
+            + ctx
+                .settings
+                .login_timeout
+                .unwrap_or(Duration::from_secs(60));
+        let started = Instant::now();
+        loop {
+            match self
+                .store("lock", store.try_lock(&self.store_key, &owner, hold_for))
+                .await
+            {
+                // Ours, or no store to ask: log in ourselves.
+                Some(true) | None => break,
+                Some(false) => {
+                    if Instant::now() >= give_up {
+                        return Err(Error::Timeout(started.elapsed()));
+                    }
+                    tokio::time::sleep(FLEET_POLL).await;
+                    if let Some(token) = self.shared_token(have).await {
+                        return Ok(token);
+                    }
+                }
+            }
+        }
+        // Another process may have finished just before we took the lock.
+        let result = match self.shared_token(have).await {
+            Some(token) => Ok(token),
+            None => {
+                let result = self.login_within_budget(reason, deadline).await;
+                if let Ok(token) = &result {
+                    self.store("save", store.save(&self.store_key, &token.to_stored()))
+                        .await;
+                }
+                result
+            }
+        };
+        self.store("unlock", store.unlock(&self.store_key, &owner))
+            .await;
+        result
+    }
+
+    /// A token in the store that is valid for a while and, for a refresh,
+    /// newer than the one held (`have` is its expiry).
+    async fn shared_token(&self, have: Option<Instant>) -> Option<AccessToken> {
+        let stored = self
+            .store("load", self.ctx.settings.token_store.load(&self.store_key))
+            .await??;
+        let token = AccessToken::from_stored(
+            stored,
+            &self.ctx.clock,
+            self.on_behalf_of.clone(),
+            self.ctx.settings.refresh_before,
+        )?;
+        let valid_until = token.0.expires;
+        let newer = have.is_none_or(|have| valid_until > have + Duration::from_secs(1));
+        if newer && valid_until > Instant::now() + REFRESH_MARGIN {
+            tracing::info!(entry = %self.label, expires_at = %token.expires_at(), "token taken from the token store");
+            Some(token)
+        } else {
+            None
+        }
+    }
+
+    /// Runs a token-store call; on failure or slowness, logs a warning and
+    /// returns `None`, so the caller goes on as a single process would.
+    async fn store<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(STORE_CALL_LIMIT, call).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::warn!(entry = %self.label, what, %error, "token store unavailable; going on without it");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(entry = %self.label, what, "token store too slow; going on without it");
+                None
+            }
+        }
+    }
+
+    /// Takes a slot from this process's budget and then from the fleet's (the
+    /// token store's), and logs in.
     async fn login_within_budget(
         &self,
         reason: &'static str,
@@ -288,9 +423,31 @@ impl Entry {
     ) -> Result<AccessToken, Error> {
         let ctx = &self.ctx;
         if let Err(error) = ctx.budget.acquire(deadline).await {
-            Counters::bump(&ctx.counters.logins_refused_by_budget);
-            tracing::warn!(entry = %self.label, reason, %error, "no login slot in time");
-            return Err(error);
+            return Err(self.refused(reason, error));
+        }
+        let interval = ctx
+            .settings
+            .login_rate_limit
+            .map_or(Duration::ZERO, |limit| limit.interval());
+        let max_wait = deadline.saturating_duration_since(Instant::now());
+        let store = &ctx.settings.token_store;
+        match self
+            .store(
+                "reserve",
+                store.reserve_login(&ctx.budget_key, interval, max_wait),
+            )
+            .await
+        {
+            // No timer for a zero wait: a pending timer lets a paused clock jump.
+            Some(LoginSlot::After(wait)) if !wait.is_zero() => tokio::time::sleep(wait).await,
+            Some(LoginSlot::After(_)) => {}
+            Some(LoginSlot::Refused(next)) => {
+                let error = Error::RateLimited {
+                    retry_after: Some(next),
+                };
+                return Err(self.refused(reason, error));
+            }
+            None => {}
         }
         Counters::bump(&ctx.counters.logins);
         let started = Instant::now();
@@ -298,8 +455,10 @@ impl Entry {
         let result = login(&ctx.settings, self.on_behalf_of.as_ref())
             .await
             .map(|issued| {
+                let sent_at_utc = ctx.clock.utc(issued.sent_at);
                 AccessToken::new(
                     issued,
+                    sent_at_utc,
                     self.on_behalf_of.clone(),
                     ctx.settings.refresh_before,
                 )
@@ -316,13 +475,21 @@ impl Entry {
             Err(error) => {
                 if let Error::RateLimited { retry_after } = error {
                     Counters::bump(&ctx.counters.logins_rate_limited);
-                    ctx.budget
-                        .block_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF));
+                    let retry = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF);
+                    ctx.budget.block_for(retry);
+                    self.store("block", store.block_logins(&ctx.budget_key, retry))
+                        .await;
                 }
                 tracing::warn!(entry = %self.label, reason, elapsed_ms, %error, "login failed");
             }
         }
         result
+    }
+
+    fn refused(&self, reason: &'static str, error: Error) -> Error {
+        Counters::bump(&self.ctx.counters.logins_refused_by_budget);
+        tracing::warn!(entry = %self.label, reason, %error, "no login slot in time");
+        error
     }
 }
 

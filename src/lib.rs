@@ -65,16 +65,18 @@
 //!
 //! # Modules
 //!
-//! Configuration lives in `config`, the login call in `login`, the cache in
+//! Configuration lives in `config`, the clock in `clock`, the login call in `login`, the cache in
 //! `cache` and `entry` (with its pure decisions in `freshness`), the login
 //! budget in `budget`, counters in `stats`, the middleware in `middleware`,
-//! taxpayer identifiers in `taxpayer`, JWT claims in `claims`, errors in `error`.
+//! taxpayer identifiers in `taxpayer`, JWT claims in `claims`, fleet-wide
+//! sharing in `store`, errors in `error`.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
 mod budget;
 mod cache;
 mod claims;
+mod clock;
 mod config;
 mod entry;
 mod error;
@@ -82,10 +84,11 @@ mod freshness;
 mod login;
 mod middleware;
 mod stats;
+mod store;
 mod taxpayer;
 mod token;
 
-pub use budget::{DEFAULT_LOGIN_RATE_LIMIT, DEFAULT_RATE_LIMIT_BACKOFF};
+pub use budget::{DEFAULT_LOGIN_RATE_LIMIT, DEFAULT_RATE_LIMIT_BACKOFF, PACING_MARGIN};
 pub use cache::TokenCache;
 pub use claims::TokenClaims;
 pub use config::{
@@ -96,6 +99,9 @@ pub use config::{
 pub use error::{Error, OAuthErrorCode};
 pub use middleware::AuthMiddleware;
 pub use stats::CacheStats;
+pub use store::{LoginSlot, MemoryTokenStore, StoreError, StoredToken, TokenStore};
+#[cfg(feature = "redis")]
+pub use store::{RedisTokenStore, DEFAULT_REDIS_PREFIX};
 pub use taxpayer::OnBehalfOf;
 pub use token::AccessToken;
 

@@ -53,7 +53,6 @@ async fn send(settings: &Settings, on_behalf_of: Option<&OnBehalfOf>) -> Result<
     }
 
     let sent_at = Instant::now();
-    let sent_at_utc = Utc::now();
     let mut response = request.send().await.map_err(Error::transport)?;
     let status = response.status();
     let retry_after = response
@@ -77,7 +76,6 @@ async fn send(settings: &Settings, on_behalf_of: Option<&OnBehalfOf>) -> Result<
         lifetime: parsed.lifetime,
         scope: parsed.scope,
         sent_at,
-        sent_at_utc,
     })
 }
 
@@ -130,15 +128,7 @@ pub(crate) fn parse_response(
         Some(_) => return Err(invalid("access_token is not a string")),
         None => return Err(invalid("access_token is missing")),
     };
-    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(
-            "access_token has characters that cannot be sent in an HTTP header",
-        ));
-    }
-    let mut header = HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
-        invalid("access_token has characters that cannot be sent in an HTTP header")
-    })?;
-    header.set_sensitive(true);
+    let header = bearer_header(&access_token)?;
 
     match object.get("token_type") {
         Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
@@ -181,6 +171,23 @@ pub(crate) fn parse_response(
         lifetime,
         scope,
     })
+}
+
+/// `Bearer <token>`, marked sensitive; an error (never quoting the token) if
+/// the token cannot be sent in an HTTP header.
+pub(crate) fn bearer_header(access_token: &str) -> Result<HeaderValue, Error> {
+    let invalid = || {
+        Error::InvalidResponse(
+            "access_token has characters that cannot be sent in an HTTP header".into(),
+        )
+    };
+    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid());
+    }
+    let mut header =
+        HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| invalid())?;
+    header.set_sensitive(true);
+    Ok(header)
 }
 
 /// A 400/401 answer: the OAuth error body when there is one.

@@ -10,7 +10,9 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::claims::TokenClaims;
+use crate::clock::Clock;
 use crate::freshness::refresh_at;
+use crate::store::StoredToken;
 use crate::taxpayer::OnBehalfOf;
 
 /// Process-wide token identities, so that an invalidation naming an old
@@ -55,12 +57,13 @@ pub(crate) struct Issued {
     /// Local time the login request was sent: expiry counts from here,
     /// never from the server's clock.
     pub(crate) sent_at: Instant,
-    pub(crate) sent_at_utc: DateTime<Utc>,
 }
 
 impl AccessToken {
+    /// `sent_at_utc` is the wall-clock time of `issued.sent_at`.
     pub(crate) fn new(
         issued: Issued,
+        sent_at_utc: DateTime<Utc>,
         on_behalf_of: Option<OnBehalfOf>,
         refresh_before: Duration,
     ) -> Self {
@@ -72,8 +75,8 @@ impl AccessToken {
             header: issued.header,
             scope: issued.scope,
             on_behalf_of,
-            issued_at: issued.sent_at_utc,
-            expires_at: issued.sent_at_utc + lifetime_chrono,
+            issued_at: sent_at_utc,
+            expires_at: sent_at_utc + lifetime_chrono,
             expires: issued.sent_at + issued.lifetime,
             refresh_at: refresh_at(issued.sent_at, issued.lifetime, refresh_before),
         }))
@@ -123,6 +126,41 @@ impl AccessToken {
     /// ```
     pub fn claims(&self) -> Result<TokenClaims, crate::Error> {
         TokenClaims::decode(&self.0.secret)
+    }
+
+    /// The token as kept in a [`TokenStore`](crate::TokenStore).
+    pub(crate) fn to_stored(&self) -> StoredToken {
+        StoredToken {
+            access_token: self.0.secret.clone(),
+            issued_at: self.0.issued_at,
+            expires_at: self.0.expires_at,
+            scope: self.0.scope.clone(),
+        }
+    }
+
+    /// A token another process obtained, taken from a store. `None` if it is
+    /// unusable (already expired here, or not a valid header value).
+    pub(crate) fn from_stored(
+        stored: StoredToken,
+        clock: &Clock,
+        on_behalf_of: Option<OnBehalfOf>,
+        refresh_before: Duration,
+    ) -> Option<Self> {
+        let lifetime = (stored.expires_at - stored.issued_at).to_std().ok()?;
+        let sent_at = clock.instant(stored.issued_at)?;
+        let header = crate::login::bearer_header(&stored.access_token).ok()?;
+        Some(AccessToken::new(
+            Issued {
+                secret: stored.access_token,
+                header,
+                lifetime,
+                scope: stored.scope,
+                sent_at,
+            },
+            stored.issued_at,
+            on_behalf_of,
+            refresh_before,
+        ))
     }
 
     /// True when `self` and `other` are the same issued token.

@@ -111,7 +111,11 @@ async fn one_taxpayers_slow_login_does_not_delay_another_taxpayer() {
         .await;
     identity.issue(3600, Duration::ZERO).await;
     // About entries, not the login budget (which would pace the logins).
-    let cache = identity.builder().without_login_rate_limit().build().unwrap();
+    let cache = identity
+        .builder()
+        .without_login_rate_limit()
+        .build()
+        .unwrap();
     let fast = cache.token_on_behalf_of("C2222222222").await.unwrap();
     cache.token().await.unwrap();
 

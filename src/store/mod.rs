@@ -1,0 +1,208 @@
+//! Token stores: where a cache shares tokens, logins and the login budget
+//! beyond its own process.
+//!
+//! Every cache keeps its entries in memory in front of the store: the hot
+//! path never touches the store while a local token is valid. The store is
+//! consulted only by a login task, on a local miss or a refresh:
+//!
+//! 1. **load** a token another process may already hold for the entry;
+//! 2. otherwise take the entry's **lock**, so one process in the fleet logs
+//!    in per key while the others wait for the token to appear;
+//! 3. **reserve** a fleet-wide login slot (the client ID's budget, paced
+//!    across all processes), log in, **save** the token until it expires;
+//! 4. on a 429, **block** logins fleet-wide for its `Retry-After`.
+//!
+//! A store that fails or answers slowly is never fatal: the cache logs a
+//! warning and carries on as a single process would.
+//!
+//! [`MemoryTokenStore`] is the default; [`RedisTokenStore`] (cargo feature
+//! `redis`) shares across processes and hosts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisTokenStore, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
+pub use memory::MemoryTokenStore;
+
+/// A token as kept in a store: never the client secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The access token.
+    pub access_token: String,
+    /// When it was issued (the issuing process's local send time).
+    pub issued_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// The scope granted, if the identity service said.
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("access_token", &"<redacted>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// The answer to [`TokenStore::reserve_login`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginSlot {
+    /// A slot is reserved: log in after waiting this long.
+    After(Duration),
+    /// No slot within the allowed wait; the next one is this far away.
+    Refused(Duration),
+}
+
+/// A store failed or is unreachable. The cache falls back to behaving as a
+/// single process; the message is logged, never shown to API callers.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("token store: {0}")]
+pub struct StoreError(pub String);
+
+/// Where caches share tokens, logins and the login budget. See the module
+/// docs for the protocol; keys are opaque hashes made by the cache.
+///
+/// Implementations must be safe to call concurrently from many tasks and
+/// processes, and should answer quickly: the cache gives each call a short
+/// timeout and treats a slow answer like a failure.
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
+    /// The unexpired token stored under `key`, if any.
+    async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError>;
+
+    /// Stores `token` under `key` until it expires.
+    async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError>;
+
+    /// Takes the login lock of `key` for `owner`, for at most `ttl`.
+    /// Returns false when another owner holds it.
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Releases the lock of `key` if `owner` still holds it.
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Reserves the next login slot of `budget`, logins being paced one per
+    /// `interval`, unless it lies more than `max_wait` away.
+    async fn reserve_login(
+        &self,
+        budget: &str,
+        interval: Duration,
+        max_wait: Duration,
+    ) -> Result<LoginSlot, StoreError>;
+
+    /// No login slot of `budget` before `duration` from now (a 429 was seen).
+    async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError>;
+}
+
+/// The store key of an entry: a hash, so that identity URL, client ID, scope
+/// and taxpayer never appear in the store in clear.
+pub(crate) fn entry_key(
+    identity: &str,
+    client_id: &str,
+    scope: Option<&str>,
+    taxpayer: Option<&str>,
+) -> String {
+    hash(&[
+        identity,
+        client_id,
+        scope.unwrap_or(""),
+        taxpayer.unwrap_or(""),
+    ])
+}
+
+/// The store key of a client ID's login budget.
+pub(crate) fn budget_key(identity: &str, client_id: &str) -> String {
+    hash(&[identity, client_id])
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A unique lock owner for one login attempt of this process.
+pub(crate) fn lock_owner() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PROCESS: Mutex<Option<String>> = Mutex::new(None);
+    let process = PROCESS
+        .lock()
+        .get_or_insert_with(|| {
+            let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            format!("{}-{nanos:x}", std::process::id())
+        })
+        .clone();
+    format!("{process}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Unused entries of a map of expiring values, dropped lazily.
+pub(crate) fn drop_expired<V>(map: &mut HashMap<String, (V, DateTime<Utc>)>, now: DateTime<Utc>) {
+    map.retain(|_, (_, until)| *until > now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hashes_that_separate_every_part() {
+        let k = entry_key("https://id", "client", Some("InvoicingAPI"), Some("C1"));
+        assert_eq!(k.len(), 64);
+        assert!(!k.contains("client") && !k.contains("C1"));
+        assert_ne!(
+            k,
+            entry_key("https://id", "client", Some("InvoicingAPI"), None)
+        );
+        assert_ne!(k, entry_key("https://id", "client", None, Some("C1")));
+        assert_ne!(
+            entry_key("a", "bc", None, None),
+            entry_key("ab", "c", None, None)
+        );
+        assert_eq!(
+            k,
+            entry_key("https://id", "client", Some("InvoicingAPI"), Some("C1"))
+        );
+        assert_ne!(
+            budget_key("https://id", "client"),
+            budget_key("https://id", "other")
+        );
+    }
+
+    #[test]
+    fn lock_owners_are_unique() {
+        assert_ne!(lock_owner(), lock_owner());
+    }
+
+    #[test]
+    fn stored_tokens_do_not_print_the_token() {
+        let t = StoredToken {
+            access_token: "TOPSECRET".into(),
+            issued_at: Utc::now(),
+            expires_at: Utc::now(),
+            scope: None,
+        };
+        assert!(!format!("{t:?}").contains("TOPSECRET"));
+    }
+}

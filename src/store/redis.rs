@@ -1,0 +1,313 @@
+//! [`RedisTokenStore`]: tokens, login locks and the login budget shared by a
+//! fleet of processes through Redis.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+
+use super::{LoginSlot, StoreError, StoredToken, TokenStore};
+
+/// Default key prefix of [`RedisTokenStore`].
+pub const DEFAULT_PREFIX: &str = "myinvois-auth";
+/// After a failed connection, wait this long before the next attempt.
+const RECONNECT_AFTER: Duration = Duration::from_secs(5);
+/// Each Redis call gets this long.
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Reserves the next paced login slot, by Redis' own clock (so the hosts'
+/// clocks do not matter): KEYS[1] budget hash, ARGV[1] interval ms,
+/// ARGV[2] max wait ms. Returns {1, wait} or {0, wait}.
+const RESERVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local next_slot = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
+local slot = math.max(now, next_slot, blocked)
+local wait = slot - now
+if wait > tonumber(ARGV[2]) then
+  return {0, wait}
+end
+redis.call('HSET', KEYS[1], 'next', slot + tonumber(ARGV[1]))
+redis.call('PEXPIRE', KEYS[1], wait + tonumber(ARGV[1]) + 3600000)
+return {1, wait}
+"#;
+
+/// Blocks the budget for ARGV[1] ms from Redis' now, keeping a later block.
+const BLOCK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = now + tonumber(ARGV[1])
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
+if until_ms > blocked then
+  redis.call('HSET', KEYS[1], 'blocked', until_ms)
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + 3600000)
+return 1
+"#;
+
+/// Deletes the lock only if its value is still the owner's.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Shares tokens, login locks and the login budget across processes and
+/// hosts through Redis (cargo feature `redis`).
+///
+/// Keys are `<prefix>:token:<hash>`, `<prefix>:lock:<hash>` and
+/// `<prefix>:budget:<hash>`, the hash being SHA-256 of identity URL, client
+/// ID, scope and taxpayer: none of them is stored in clear, and the client
+/// secret is never written. Tokens expire from Redis when they expire.
+///
+/// The connection is made on first use and remade after failures; while
+/// Redis is unreachable or slow (each call gets 500 ms), the cache logs a
+/// warning and works as a single process would.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use myinvois_auth::{Credentials, Environment, RedisTokenStore, TokenCache};
+/// let store = RedisTokenStore::new("redis://127.0.0.1:6379/")?; // or rediss://user:pass@host
+/// let cache = TokenCache::builder(Credentials::new("client-id", "client-secret"))
+///     .environment(Environment::Production)
+///     .token_store(Arc::new(store))
+///     .build()?;
+/// # Ok::<(), myinvois_auth::Error>(())
+/// ```
+pub struct RedisTokenStore {
+    client: redis::Client,
+    prefix: String,
+    connection: Mutex<Connection>,
+    reserve: redis::Script,
+    block: redis::Script,
+    unlock: redis::Script,
+}
+
+#[derive(Default)]
+struct Connection {
+    manager: Option<ConnectionManager>,
+    next_attempt: Option<Instant>,
+}
+
+impl RedisTokenStore {
+    /// A store at `url` (`redis://`, or `rediss://` for TLS; user and
+    /// password in the URL), with the default key prefix. Does not connect yet.
+    pub fn new(url: &str) -> Result<Self, crate::Error> {
+        Self::with_prefix(url, DEFAULT_PREFIX)
+    }
+
+    /// Like [`new`](Self::new), with keys under `prefix`.
+    pub fn with_prefix(url: &str, prefix: &str) -> Result<Self, crate::Error> {
+        let client = redis::Client::open(url).map_err(|e| {
+            crate::Error::InvalidConfig(format!("invalid Redis URL ({:?})", e.kind()))
+        })?;
+        Ok(RedisTokenStore {
+            client,
+            prefix: prefix.to_owned(),
+            connection: Mutex::new(Connection::default()),
+            reserve: redis::Script::new(RESERVE),
+            block: redis::Script::new(BLOCK),
+            unlock: redis::Script::new(UNLOCK),
+        })
+    }
+
+    fn key(&self, kind: &str, hash: &str) -> String {
+        format!("{}:{kind}:{hash}", self.prefix)
+    }
+
+    /// The shared connection, made on first use; after a failure, not retried
+    /// for [`RECONNECT_AFTER`]. No lock is held while connecting.
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        {
+            let mut state = self.connection.lock();
+            if let Some(manager) = &state.manager {
+                return Ok(manager.clone());
+            }
+            let now = Instant::now();
+            if state.next_attempt.is_some_and(|at| now < at) {
+                return Err(StoreError("Redis unavailable; will reconnect later".into()));
+            }
+            state.next_attempt = Some(now + RECONNECT_AFTER);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1);
+        let manager = tokio::time::timeout(
+            CALL_TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| StoreError("connecting to Redis timed out".into()))?
+        .map_err(redis_error)?;
+        self.connection.lock().manager = Some(manager.clone());
+        tracing::info!("connected to Redis");
+        Ok(manager)
+    }
+
+    /// Runs one Redis call with the call timeout.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, f(connection)).await {
+            Ok(result) => result.map_err(redis_error),
+            Err(_) => Err(StoreError("Redis did not answer in time".into())),
+        }
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    // A RedisError's Display can quote the server's words but never our
+    // values; keep only its kind and category to be sure.
+    StoreError(format!("Redis error: {:?} ({})", e.kind(), e.category()))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    access_token: String,
+    issued_at_ms: i64,
+    expires_at_ms: i64,
+    scope: Option<String>,
+}
+
+impl fmt::Debug for RedisTokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection info may hold a password: show the prefix only.
+        f.debug_struct("RedisTokenStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenStore for RedisTokenStore {
+    async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError> {
+        let key = self.key("token", key);
+        let raw: Option<String> = self
+            .call(|mut c| async move { redis::cmd("GET").arg(&key).query_async(&mut c).await })
+            .await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let record: Record = serde_json::from_str(&raw)
+            .map_err(|_| StoreError("a stored token is not in the expected form".into()))?;
+        let (Some(issued_at), Some(expires_at)) = (
+            DateTime::from_timestamp_millis(record.issued_at_ms),
+            DateTime::from_timestamp_millis(record.expires_at_ms),
+        ) else {
+            return Err(StoreError("a stored token has invalid times".into()));
+        };
+        Ok((expires_at > Utc::now()).then_some(StoredToken {
+            access_token: record.access_token,
+            issued_at,
+            expires_at,
+            scope: record.scope,
+        }))
+    }
+
+    async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
+        let ttl = (token.expires_at - Utc::now()).num_milliseconds();
+        if ttl <= 0 {
+            return Ok(());
+        }
+        let record = serde_json::to_string(&Record {
+            access_token: token.access_token.clone(),
+            issued_at_ms: token.issued_at.timestamp_millis(),
+            expires_at_ms: token.expires_at.timestamp_millis(),
+            scope: token.scope.clone(),
+        })
+        .map_err(|_| StoreError("cannot encode the token".into()))?;
+        let key = self.key("token", key);
+        self.call(|mut c| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(record)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.key("lock", key);
+        let set: Option<String> = self
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl).max(1))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let key = self.key("lock", key);
+        let script = &self.unlock;
+        self.call(|mut c| async move {
+            script
+                .key(&key)
+                .arg(owner)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn reserve_login(
+        &self,
+        budget: &str,
+        interval: Duration,
+        max_wait: Duration,
+    ) -> Result<LoginSlot, StoreError> {
+        let key = self.key("budget", budget);
+        let script = &self.reserve;
+        let (granted, wait): (i64, i64) = self
+            .call(|mut c| async move {
+                script
+                    .key(&key)
+                    .arg(millis(interval))
+                    .arg(millis(max_wait))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+        Ok(if granted == 1 {
+            LoginSlot::After(wait)
+        } else {
+            LoginSlot::Refused(wait)
+        })
+    }
+
+    async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError> {
+        let key = self.key("budget", budget);
+        let script = &self.block;
+        self.call(|mut c| async move {
+            script
+                .key(&key)
+                .arg(millis(duration))
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+}

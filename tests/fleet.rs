@@ -1,0 +1,435 @@
+//! Fleets: separate OS processes sharing one client ID through a real
+//! `redis-server` (started here on a free loopback port; `./scripts/test`
+//! installs Debian's package when it is missing).
+//!
+//! Each fleet test runs this same test binary as worker processes (the
+//! ignored `fleet_worker` test, told what to do through environment
+//! variables) against one identity service and API in this process.
+
+#[path = "all/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use myinvois_auth::{AuthMiddleware, Credentials, Error, RedisTokenStore, TokenCache};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use support::{CLIENT_ID, SECRET};
+
+// ---------------------------------------------------------------- redis
+
+/// A `redis-server` on a free loopback port, stopped on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run ./scripts/test, which installs it");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ------------------------------------------------- identity service and API
+
+/// Issues distinct tokens, records when, and serves an API that answers 401
+/// to a token past its lifetime (so a call with an expired token is seen).
+#[derive(Clone)]
+struct Service {
+    lifetime: u64,
+    issued: Arc<Mutex<HashMap<String, Instant>>>,
+    logins: Arc<Mutex<Vec<Instant>>>,
+    expired_calls: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+}
+
+struct Issue(Service);
+struct Api(Service);
+
+impl Respond for Issue {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut logins = self.0.logins.lock().unwrap();
+        logins.push(Instant::now());
+        let token = format!("FLEET-{}", logins.len());
+        self.0
+            .issued
+            .lock()
+            .unwrap()
+            .insert(token.clone(), Instant::now());
+        ResponseTemplate::new(200)
+            .set_body_json(json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.0.lifetime,
+            }))
+            .set_delay(Duration::from_millis(200))
+    }
+}
+
+impl Respond for Api {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let bearer = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let issued = self.0.issued.lock().unwrap().get(bearer).copied();
+        match issued {
+            Some(at) if at.elapsed() < Duration::from_secs(self.0.lifetime) => {
+                ResponseTemplate::new(200)
+            }
+            _ => {
+                self.0.expired_calls.fetch_add(1, Ordering::SeqCst);
+                ResponseTemplate::new(401)
+            }
+        }
+    }
+}
+
+impl Service {
+    async fn start(lifetime: u64) -> (MockServer, Self) {
+        let service = Service {
+            lifetime,
+            issued: Arc::default(),
+            logins: Arc::default(),
+            expired_calls: Arc::default(),
+            calls: Arc::default(),
+        };
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/connect/token"))
+            .respond_with(Issue(service.clone()))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api"))
+            .respond_with(Api(service.clone()))
+            .mount(&server)
+            .await;
+        (server, service)
+    }
+
+    fn login_times(&self) -> Vec<Instant> {
+        self.logins.lock().unwrap().clone()
+    }
+}
+
+// ---------------------------------------------------------------- workers
+
+/// Starts `count` worker processes for `scenario`, all beginning together.
+fn spawn_workers(count: usize, scenario: &str, env: &[(&str, String)]) -> Vec<Child> {
+    let start_at = chrono::Utc::now().timestamp_millis() + 1500;
+    (0..count)
+        .map(|i| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["fleet_worker", "--exact", "--ignored", "--nocapture"])
+                .env("FLEET_SCENARIO", scenario)
+                .env("FLEET_WORKER_INDEX", i.to_string())
+                .env("FLEET_START_AT", start_at.to_string())
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Waits for the workers; returns each one's `FLEET key=value` report lines.
+fn reports(children: Vec<Child>) -> Vec<HashMap<String, String>> {
+    children
+        .into_iter()
+        .map(|mut child| {
+            let stdout = child.stdout.take().unwrap();
+            let mut report = HashMap::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("FLEET ") {
+                    for pair in rest.split_whitespace() {
+                        if let Some((k, v)) = pair.split_once('=') {
+                            report.insert(k.to_owned(), v.to_owned());
+                        }
+                    }
+                }
+            }
+            assert!(
+                child.wait().unwrap().success(),
+                "a worker failed: {report:?}"
+            );
+            report
+        })
+        .collect()
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+/// One worker process. Ignored, so only the fleet tests run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the fleet tests as a worker process"]
+async fn fleet_worker() {
+    let identity = env("FLEET_IDENTITY");
+    let store = RedisTokenStore::with_prefix(&env("FLEET_REDIS"), &env("FLEET_PREFIX")).unwrap();
+    let mut builder = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(&identity)
+        .token_store(Arc::new(store));
+    if let Ok(before) = std::env::var("FLEET_REFRESH_BEFORE") {
+        builder = builder.refresh_before(Duration::from_secs(before.parse().unwrap()));
+    }
+    let cache = builder.build().unwrap();
+    let start_at: i64 = env("FLEET_START_AT").parse().unwrap();
+    let wait = start_at - chrono::Utc::now().timestamp_millis();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    match env("FLEET_SCENARIO").as_str() {
+        "cold" => {
+            let callers: usize = env("FLEET_CALLERS").parse().unwrap();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..callers {
+                let cache = cache.clone();
+                set.spawn(async move { cache.token().await.map(|t| t.secret().to_owned()) });
+            }
+            let results = set.join_all().await;
+            let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            let mut distinct = ok.clone();
+            distinct.sort();
+            distinct.dedup();
+            println!("FLEET ok={} distinct={}", ok.len(), distinct.len());
+        }
+        "expiry" => {
+            let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                .with(
+                    AuthMiddleware::new(cache.clone())
+                        .api_url(&identity)
+                        .unwrap(),
+                )
+                .build();
+            let until = Instant::now() + Duration::from_secs(env("FLEET_SECONDS").parse().unwrap());
+            let (mut ok, mut failed) = (0, 0);
+            while Instant::now() < until {
+                match client.get(format!("{identity}/api")).send().await {
+                    Ok(r) if r.status().is_success() => ok += 1,
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            println!("FLEET ok={ok} failed={failed}");
+        }
+        "budget" => {
+            let index: usize = env("FLEET_WORKER_INDEX").parse().unwrap();
+            let taxpayers: usize = env("FLEET_TAXPAYERS").parse().unwrap();
+            let until = Instant::now() + Duration::from_secs(env("FLEET_SECONDS").parse().unwrap());
+            let (mut served, mut limited) = (0, 0);
+            let mut i = index;
+            while Instant::now() < until {
+                match cache
+                    .token_on_behalf_of(format!("C{:010}", i % taxpayers))
+                    .await
+                {
+                    Ok(_) => served += 1,
+                    Err(Error::RateLimited { .. }) => limited += 1,
+                    Err(other) => panic!("{other:?}"),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            println!("FLEET served={served} limited={limited}");
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn worker_env(server: &MockServer, redis: &Redis, prefix: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("FLEET_IDENTITY", server.uri()),
+        ("FLEET_REDIS", redis.url()),
+        ("FLEET_PREFIX", prefix.to_owned()),
+    ]
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_with_100_cold_callers_each_make_one_login() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let mut env = worker_env(&server, &redis, "cold");
+    env.push(("FLEET_CALLERS", "100".into()));
+    let reports = reports(spawn_workers(4, "cold", &env));
+    for report in &reports {
+        assert_eq!(report["ok"], "100", "{report:?}");
+        assert_eq!(report["distinct"], "1", "{report:?}");
+    }
+    assert_eq!(service.login_times().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_through_expiries_make_one_login_per_refresh_and_no_expired_call() {
+    let redis = Redis::start();
+    // 12 s tokens, refreshed 6 s before expiry, for 27 s: 4 tokens in all.
+    let (server, service) = Service::start(12).await;
+    let mut env = worker_env(&server, &redis, "expiry");
+    env.push(("FLEET_SECONDS", "27".into()));
+    env.push(("FLEET_REFRESH_BEFORE", "6".into()));
+    let reports = reports(spawn_workers(4, "expiry", &env));
+    for report in &reports {
+        assert_eq!(report["failed"], "0", "{report:?}");
+        assert!(report["ok"].parse::<usize>().unwrap() > 100, "{report:?}");
+    }
+    assert_eq!(service.expired_calls.load(Ordering::SeqCst), 0);
+    let logins = service.login_times();
+    // A first login, then one per refresh (every ~6 s), never one per process.
+    assert!(
+        (4..=6).contains(&logins.len()),
+        "{} logins in 27 s",
+        logins.len()
+    );
+    for pair in logins.windows(2) {
+        assert!(
+            pair[1] - pair[0] > Duration::from_secs(3),
+            "two logins {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_processes_and_30_taxpayers_stay_within_12_logins_a_minute_fleet_wide() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let mut env = worker_env(&server, &redis, "budget");
+    env.push(("FLEET_TAXPAYERS", "30".into()));
+    env.push(("FLEET_SECONDS", "65".into()));
+    let reports = reports(spawn_workers(6, "budget", &env));
+    let logins = service.login_times();
+    let mut most = 0;
+    for (i, start) in logins.iter().enumerate() {
+        let in_window = logins[i..]
+            .iter()
+            .take_while(|t| **t - *start < Duration::from_secs(60))
+            .count();
+        most = most.max(in_window);
+    }
+    eprintln!(
+        "fleet budget: {} logins in 65 s, at most {most} in any 60 s; {reports:?}",
+        logins.len()
+    );
+    assert!(most <= 12, "{most} logins in one 60 s window");
+    assert!(
+        logins.len() >= 12,
+        "the limit was not reached: {}",
+        logins.len()
+    );
+    assert!(reports
+        .iter()
+        .all(|r| r["served"].parse::<usize>().unwrap() > 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_keep_working_while_redis_is_down_and_sharing_resumes_when_it_returns() {
+    let mut redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let cache = || {
+        TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+            .identity_url(server.uri())
+            .without_login_rate_limit()
+            .token_store(Arc::new(
+                RedisTokenStore::with_prefix(&redis.url(), "outage").unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    // Two caches, each with its own Redis connection: two processes' worth.
+    let (one, two) = (cache(), cache());
+    one.token_on_behalf_of("C1000000001").await.unwrap();
+    two.token_on_behalf_of("C1000000001").await.unwrap();
+    assert_eq!(service.login_times().len(), 1, "shared through Redis");
+
+    redis.kill();
+    let a = one.token_on_behalf_of("C1000000002").await.unwrap();
+    let b = two.token_on_behalf_of("C1000000002").await.unwrap();
+    assert!(!a.same_token(&b));
+    assert_eq!(service.login_times().len(), 3, "each logged in on its own");
+    // Cached tokens are served as ever.
+    one.token_on_behalf_of("C1000000001").await.unwrap();
+
+    redis.restart();
+    // Sharing resumes once the stores reconnect (they retry every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut taxpayer = 3;
+    loop {
+        let before = service.login_times().len();
+        let tin = format!("C{:010}", 1_000_000_000u64 + taxpayer);
+        one.token_on_behalf_of(&tin).await.unwrap();
+        two.token_on_behalf_of(&tin).await.unwrap();
+        if service.login_times().len() == before + 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sharing did not resume");
+        taxpayer += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
