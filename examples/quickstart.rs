@@ -412,6 +412,9 @@ impl Demo {
             .identity_url(identity.uri())
             .scope(SCOPE)
             .refresh_before(REFRESH_BEFORE)
+            // 4-second tokens need more logins than MyInvois' 12 a minute
+            // (the default budget); real one-hour tokens need one an hour.
+            .login_rate_limit(60, Duration::from_secs(1))
             .build()?;
         let client = ClientBuilder::new(reqwest::Client::new())
             .with(AuthMiddleware::new(cache.clone()).api_url(api.uri())?)

@@ -142,16 +142,18 @@ impl LoginBudget {
                     position,
                     now,
                 );
+                // A slot free now is taken even if the deadline has just
+                // passed: the deadline bounds waiting, nothing else.
+                if position == 0 && slot <= now {
+                    state.last_grant = Some(now);
+                    waiter.leave(&mut state);
+                    return Ok(());
+                }
                 if slot > deadline || (position > 0 && now >= deadline) {
                     waiter.leave(&mut state);
                     return Err(Error::RateLimited {
                         retry_after: Some(slot.saturating_duration_since(now)),
                     });
-                }
-                if position == 0 && slot <= now {
-                    state.last_grant = Some(now);
-                    waiter.leave(&mut state);
-                    return Ok(());
                 }
                 // The head watches its slot; the others wait to become head,
                 // or for their deadline.
@@ -354,6 +356,17 @@ mod tests {
         tokio::time::advance(S(61)).await;
         // A step later the next slot is free, and the block has passed.
         budget.acquire(Instant::now() + S(1)).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_slot_is_granted_even_at_or_past_the_deadline() {
+        let budget = LoginBudget::new(TWELVE);
+        let deadline = Instant::now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        budget.acquire(deadline).await.unwrap();
+        // But a slot that is not free now is refused.
+        let err = budget.acquire(Instant::now()).await.unwrap_err();
+        assert!(matches!(err, Error::RateLimited { .. }));
     }
 
     #[tokio::test(start_paused = true)]

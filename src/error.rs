@@ -91,7 +91,9 @@ pub enum Error {
     #[error("invalid token response from the identity service: {0}")]
     InvalidResponse(String),
 
-    /// The identity service did not answer within the login timeout.
+    /// The identity service did not answer within the login timeout or, in a
+    /// fleet, the process logging in for this key did not share its token in
+    /// time. Transient: retry.
     #[error("login timed out after {0:?}")]
     Timeout(Duration),
 
