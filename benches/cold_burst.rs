@@ -140,6 +140,7 @@ fn bench_cold_burst(c: &mut Criterion) {
 }
 
 fn summary(bursts: &[Burst], round_trip: Duration) {
+    support::note_smoke_run("cold_burst");
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let min_logins = bursts.iter().map(|b| b.logins).min().unwrap_or(0);
     let max_logins = bursts.iter().map(|b| b.logins).max().unwrap_or(0);

@@ -1,27 +1,26 @@
 //! Cached calls while a background refresh is in flight, against cached calls
 //! outside the refresh window.
 //!
-//! Tokens are issued with `expires_in: 14` and the cache has
-//! `refresh_before(7 s)`, so each token enters its refresh window 7 s after
-//! its login was sent; the cache's sweep (at most once a second, started from
-//! a call) then starts the refresh within a second. (A shorter window does
-//! not work: the cache gives a refresh until 5 s before expiry to get its
-//! login slot, and the window must also cover the 1 s sweep interval.)
-//! Calls run on the main thread (`Runtime::block_on`); the sweep and the
-//! logins on the runtime's one worker thread.
+//! The cache refreshes a token once it is within `refresh_before` of expiry:
+//! its sweep (at most once a second, started from a call) starts the
+//! refresh within a second of the refresh point. Calls run on the main
+//! thread (`Runtime::block_on`); the sweep and the logins on the runtime's
+//! one worker thread.
 //!
 //! - Criterion, `outside_window` then `inside_window`, on one cache and one
-//!   token: `token()` while the token is fresh, then while its refresh is in
-//!   flight. For the second, the identity service holds the refresh for
-//!   60 s, so a refresh stays in flight during the whole measurement (a
-//!   200 ms refresh is too short for criterion's sampling); the bench checks
-//!   that no refresh started during the first and that the same refresh was
-//!   still in flight at the end of the second.
-//! - Summary: against an identity service that takes 200 ms, a loop times
-//!   every single call (`Instant` around `token()`, so each latency includes
-//!   one clock read, ~40 ns on this VM) for about three refresh cycles, and
-//!   sorts the calls by the token they returned: "outside" when it was
-//!   fresh, "in flight" when it was due and its refresh had started
+//!   token (`expires_in: 14`, `refresh_before(7 s)`): `token()` while the
+//!   token is fresh, then while its refresh is in flight. For the second, the
+//!   identity service holds every login after the first for 60 s, so a
+//!   refresh stays in flight during the whole measurement (a 200 ms refresh
+//!   is too short for criterion's sampling); the bench checks that no
+//!   refresh started during the first and that the same refresh was still
+//!   in flight at the end of the second.
+//! - Summary: against an identity service that takes 200 ms, with tokens of
+//!   `expires_in: 6` and `refresh_before(3 s)` (a refresh every 3-4 s), a
+//!   loop times every single call (`Instant` around `token()`, so each
+//!   latency includes one clock read, ~40 ns on this VM) for 22 s, and sorts
+//!   the calls by the token they returned: "outside" when it was fresh, "in
+//!   flight" when it was due and its refresh had started
 //!   (`CacheStats::refreshes_ahead` moved), "due, refresh not started" when
 //!   the sweep had not started it yet. It prints p50, p99, p99.9 and max of
 //!   each, and checks that refreshes happened and that calls overlapped a
@@ -43,12 +42,30 @@ use support::{verdict, Server};
 const LOGIN_DELAY: Duration = Duration::from_millis(200);
 /// How long the criterion part's identity service holds each refresh.
 const HELD_REFRESH: Duration = Duration::from_secs(60);
-const EXPIRES_IN: u64 = 14;
-const REFRESH_BEFORE: Duration = Duration::from_secs(7);
 
-fn cache(identity: &Server, runtime: &tokio::runtime::Runtime) -> TokenCache {
+/// Token lifetime and `refresh_before` of one part of the bench.
+#[derive(Clone, Copy)]
+struct Tokens {
+    expires_in: u64,
+    refresh_before: Duration,
+}
+
+/// Criterion part: the outside measurement (~2.6 s) must end before the
+/// refresh point (7 s), the inside one before expiry (14 s), even when the
+/// sweep starts the refresh a second late.
+const HELD_TOKENS: Tokens = Tokens {
+    expires_in: 14,
+    refresh_before: Duration::from_secs(7),
+};
+/// Percentile part: a refresh every 3-4 s, done well before expiry (6 s).
+const CYCLING_TOKENS: Tokens = Tokens {
+    expires_in: 6,
+    refresh_before: Duration::from_secs(3),
+};
+
+fn cache(identity: &Server, tokens: Tokens, runtime: &tokio::runtime::Runtime) -> TokenCache {
     let cache = support::cache_builder(identity)
-        .refresh_before(REFRESH_BEFORE)
+        .refresh_before(tokens.refresh_before)
         .build()
         .expect("cache");
     runtime.block_on(cache.token()).expect("first login");
@@ -61,11 +78,11 @@ async fn token(cache: &TokenCache) -> AccessToken {
 
 /// When `token` enters its refresh window, as an `Instant`: the documented
 /// refresh point (`refresh_before` ahead of expiry, at most half the lifetime).
-fn refresh_point(token: &AccessToken) -> Instant {
+fn refresh_point(token: &AccessToken, tokens: Tokens) -> Instant {
     let lifetime = (token.expires_at() - token.issued_at())
         .to_std()
         .expect("positive lifetime");
-    let due = token.issued_at() + (lifetime - REFRESH_BEFORE.min(lifetime / 2));
+    let due = token.issued_at() + (lifetime - tokens.refresh_before.min(lifetime / 2));
     let from_now = (due - chrono::Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO);
@@ -83,8 +100,8 @@ async fn until_refresh_in_flight(cache: &TokenCache, identity: &Server) {
 
 /// Calls `token()` every millisecond until the cached token is fresh for at
 /// least `room` more.
-async fn until_fresh_for(cache: &TokenCache, room: Duration) {
-    while Instant::now() + room >= refresh_point(&token(cache).await) {
+async fn until_fresh_for(cache: &TokenCache, tokens: Tokens, room: Duration) {
+    while Instant::now() + room >= refresh_point(&token(cache).await, tokens) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -95,9 +112,9 @@ fn bench_refresh_window(c: &mut Criterion) {
         // The first login is answered at once, every later one held.
         let identity = Server::identity_with(
             |n| if n == 1 { Duration::ZERO } else { HELD_REFRESH },
-            EXPIRES_IN,
+            HELD_TOKENS.expires_in,
         );
-        let cache = cache(&identity, &runtime);
+        let cache = cache(&identity, HELD_TOKENS, &runtime);
         let first = runtime.block_on(token(&cache));
 
         let mut group = c.benchmark_group("refresh_window");
@@ -111,7 +128,7 @@ fn bench_refresh_window(c: &mut Criterion) {
         });
         let outside_ok = identity.requests() == 1
             && cache.stats().refreshes_ahead == 0
-            && Instant::now() < refresh_point(&first);
+            && Instant::now() < refresh_point(&first, HELD_TOKENS);
 
         runtime.block_on(until_refresh_in_flight(&cache, &identity));
         let since = identity.in_flight_since();
@@ -130,9 +147,9 @@ fn bench_refresh_window(c: &mut Criterion) {
         );
     }
 
-    let identity = Server::identity(LOGIN_DELAY, EXPIRES_IN);
-    let cache = cache(&identity, &runtime);
-    // Three refresh cycles; one in test mode.
+    let identity = Server::identity(LOGIN_DELAY, CYCLING_TOKENS.expires_in);
+    let cache = cache(&identity, CYCLING_TOKENS, &runtime);
+    // About six refresh cycles; two in test mode.
     let run = if support::full_run() {
         Duration::from_secs(22)
     } else {
@@ -201,6 +218,7 @@ impl Histogram {
 }
 
 async fn percentiles(cache: &TokenCache, identity: &Server, run: Duration) {
+    support::note_smoke_run("refresh_window");
     let mut outside = Histogram::new();
     let mut in_flight = Histogram::new();
     let mut due_not_started = Histogram::new();
@@ -209,9 +227,9 @@ async fn percentiles(cache: &TokenCache, identity: &Server, run: Duration) {
     let mut refreshes = 0u64;
     let logins_before = identity.requests();
 
-    until_fresh_for(cache, Duration::from_millis(500)).await;
+    until_fresh_for(cache, CYCLING_TOKENS, Duration::from_millis(500)).await;
     let mut current = token(cache).await;
-    let mut due = refresh_point(&current);
+    let mut due = refresh_point(&current, CYCLING_TOKENS);
     // Refreshes started ahead of expiry when `current` arrived.
     let mut started_at_current = cache.stats().refreshes_ahead;
     let end = Instant::now() + run;
@@ -227,7 +245,7 @@ async fn percentiles(cache: &TokenCache, identity: &Server, run: Duration) {
 
         if !token.same_token(&current) {
             refreshes += 1;
-            due = refresh_point(&token);
+            due = refresh_point(&token, CYCLING_TOKENS);
             started_at_current = cache.stats().refreshes_ahead;
             current = token;
         }

@@ -84,6 +84,7 @@ fn bench_token_hit(c: &mut Criterion) {
 
 /// Own measurement for the labelled summary lines: median of timed rounds.
 fn summary(cache: &TokenCache, single: &tokio::runtime::Runtime, multi: &tokio::runtime::Runtime) {
+    support::note_smoke_run("token_hit");
     let (rounds, calls) = if support::full_run() {
         (15, 2_000_000)
     } else {

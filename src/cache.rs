@@ -8,6 +8,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
+use crate::clock::Now;
 use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
 use crate::entry::{Context, Entry};
 use crate::error::Error;
@@ -94,7 +95,7 @@ impl TokenCache {
     /// one login in flight (starting it if needed) and shares its result,
     /// error included.
     pub async fn token(&self) -> Result<AccessToken, Error> {
-        let now = Instant::now();
+        let now = self.inner.ctx.clock.now();
         self.maybe_sweep(now);
         self.inner.plain.token(now).await
     }
@@ -109,7 +110,7 @@ impl TokenCache {
         taxpayer: impl AsRef<str>,
     ) -> Result<AccessToken, Error> {
         let taxpayer = taxpayer.as_ref();
-        let now = Instant::now();
+        let now = self.inner.ctx.clock.now();
         self.maybe_sweep(now);
         if let Some(entry) = self.inner.taxpayers.read().get(taxpayer) {
             if let Some(token) = entry.cached(now) {
@@ -174,8 +175,8 @@ impl TokenCache {
     /// Starts a sweep for due refreshes if none ran in the last second.
     /// On the hot path: one atomic load when no sweep is due.
     #[inline]
-    fn maybe_sweep(&self, now: Instant) {
-        let now_nanos = self.inner.ctx.nanos(now);
+    fn maybe_sweep(&self, now: Now) {
+        let now_nanos = now.nanos;
         let due = self.inner.next_sweep.load(Ordering::Relaxed);
         if now_nanos < due {
             return;
@@ -195,7 +196,7 @@ impl TokenCache {
         }
     }
 
-    fn taxpayer_entry(&self, taxpayer: &str, now: Instant) -> Result<Arc<Entry>, Error> {
+    fn taxpayer_entry(&self, taxpayer: &str, now: Now) -> Result<Arc<Entry>, Error> {
         if let Some(entry) = self.inner.taxpayers.read().get(taxpayer) {
             return Ok(Arc::clone(entry));
         }
@@ -211,7 +212,7 @@ impl TokenCache {
         let entry = Arc::new(Entry::new(
             Arc::clone(&self.inner.ctx),
             Some(on_behalf_of),
-            now,
+            now.instant,
         ));
         map.insert(Arc::from(taxpayer), Arc::clone(&entry));
         Ok(entry)

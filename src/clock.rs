@@ -7,6 +7,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+/// One reading of the clock, in both forms the cache uses, so the hot path
+/// reads the clock and converts it once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Now {
+    pub(crate) instant: Instant,
+    pub(crate) nanos: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct Clock {
     base: Instant,
@@ -18,6 +26,16 @@ impl Clock {
         Clock {
             base: Instant::now(),
             base_utc: Utc::now(),
+        }
+    }
+
+    /// Reads the clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Now {
+        let instant = Instant::now();
+        Now {
+            instant,
+            nanos: self.nanos(instant),
         }
     }
 
@@ -40,6 +58,7 @@ impl Clock {
     }
 
     /// `at` as nanoseconds since the clock's base, for atomics.
+    #[inline]
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::budget::{LoginBudget, DEFAULT_RATE_LIMIT_BACKOFF};
-use crate::clock::Clock;
+use crate::clock::{Clock, Now};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::freshness::should_refresh;
@@ -139,7 +139,7 @@ impl Entry {
 
     /// A valid token: the cached one, or the result of the login in flight
     /// (starting one if none is).
-    pub(crate) async fn token(self: &Arc<Self>, now: Instant) -> Result<AccessToken, Error> {
+    pub(crate) async fn token(self: &Arc<Self>, now: Now) -> Result<AccessToken, Error> {
         match self.cached(now) {
             Some(token) => Ok(token),
             None => {
@@ -151,10 +151,10 @@ impl Entry {
 
     /// The hot path: the cached token, unless it has expired at `now`.
     #[inline]
-    pub(crate) fn cached(&self, now: Instant) -> Option<AccessToken> {
+    pub(crate) fn cached(&self, now: Now) -> Option<AccessToken> {
         let guard = self.current.load();
         let token = guard.as_ref()?;
-        if now >= token.expires {
+        if now.instant >= token.expires {
             return None;
         }
         self.touch(now);
@@ -162,11 +162,10 @@ impl Entry {
     }
 
     #[inline]
-    fn touch(&self, now: Instant) {
-        let now = self.ctx.nanos(now);
+    fn touch(&self, now: Now) {
         let granularity = TOUCH_GRANULARITY.as_nanos() as u64;
-        if now >= self.last_used.load(Ordering::Relaxed) + granularity {
-            self.last_used.store(now, Ordering::Relaxed);
+        if now.nanos >= self.last_used.load(Ordering::Relaxed) + granularity {
+            self.last_used.store(now.nanos, Ordering::Relaxed);
         }
     }
 
@@ -261,7 +260,7 @@ impl Entry {
         let mut rx = {
             let mut inflight = self.inflight.lock();
             // A login may have finished since the lock-free check.
-            if let Some(token) = self.cached(Instant::now()) {
+            if let Some(token) = self.cached(self.ctx.clock.now()) {
                 return Ok(token);
             }
             match inflight.as_ref() {

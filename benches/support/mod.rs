@@ -263,6 +263,14 @@ pub fn full_run() -> bool {
     args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
 }
 
+/// In test mode, prints a line saying the summary that follows is a smoke
+/// run, not a measurement.
+pub fn note_smoke_run(bench: &str) {
+    if !full_run() {
+        println!("{bench} summary: smoke run (test mode, tiny sizes): the numbers below are not measurements");
+    }
+}
+
 /// The median of `values` (which it sorts). Panics when empty.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
