@@ -433,3 +433,101 @@ async fn calls_keep_working_while_redis_is_down_and_sharing_resumes_when_it_retu
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
+    use myinvois_auth::{LoginSlot, TokenStore};
+    let redis = Redis::start();
+    let identity = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/connect/token"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
+        .mount(&identity)
+        .await;
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(identity.uri())
+        .token_store(Arc::new(
+            RedisTokenStore::with_prefix(&redis.url(), "retry").unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let err = cache.token().await.unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+
+    // Another process: its own connection, asking for a slot of the same
+    // client ID's budget, is told to wait out the rest of the 30 s.
+    let other = RedisTokenStore::with_prefix(&redis.url(), "retry").unwrap();
+    let budget = budget_key_of(&identity.uri());
+    match other
+        .reserve_login(&budget, Duration::from_secs(5), Duration::from_secs(10))
+        .await
+        .unwrap()
+    {
+        LoginSlot::Refused(wait) => {
+            assert!(
+                wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+                "{wait:?}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A wait that covers the block is granted, at its end.
+    match other
+        .reserve_login(&budget, Duration::from_secs(5), Duration::from_secs(40))
+        .await
+        .unwrap()
+    {
+        LoginSlot::After(wait) => assert!(wait > Duration::from_secs(25), "{wait:?}"),
+        other => panic!("expected a slot, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_slots_are_paced_across_connections_by_redis() {
+    use myinvois_auth::{LoginSlot, TokenStore};
+    let redis = Redis::start();
+    let one = RedisTokenStore::with_prefix(&redis.url(), "pace").unwrap();
+    let two = RedisTokenStore::with_prefix(&redis.url(), "pace").unwrap();
+    let step = Duration::from_secs(5);
+    let max_wait = Duration::from_secs(12);
+    // Two connections alternate: slots 0, 5 and 10 s away are granted ...
+    let mut waits = Vec::new();
+    for store in [&one, &two, &one] {
+        match store.reserve_login("b", step, max_wait).await.unwrap() {
+            LoginSlot::After(wait) => waits.push(wait),
+            LoginSlot::Refused(next) => panic!("refused, next in {next:?}; before: {waits:?}"),
+        }
+    }
+    for (wait, secs) in waits.iter().zip([0u64, 5, 10]) {
+        assert!(
+            wait.abs_diff(Duration::from_secs(secs)) < Duration::from_millis(300),
+            "{waits:?}"
+        );
+    }
+    // ... and the next, 15 s away, is beyond the 12 s wait: refused.
+    match two.reserve_login("b", step, max_wait).await.unwrap() {
+        LoginSlot::Refused(next) => {
+            assert!(
+                next.abs_diff(Duration::from_secs(15)) < Duration::from_millis(300),
+                "{next:?}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The budget key the cache uses for a client ID at this identity URL.
+fn budget_key_of(identity_uri: &str) -> String {
+    use sha2::Digest;
+    let token_url = format!("{identity_uri}/connect/token");
+    let mut hasher = sha2::Sha256::new();
+    for part in [token_url.as_str(), CLIENT_ID] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -23,7 +23,6 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 mod memory;
@@ -145,15 +144,13 @@ fn hash(parts: &[&str]) -> String {
 /// A unique lock owner for one login attempt of this process.
 pub(crate) fn lock_owner() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    static PROCESS: Mutex<Option<String>> = Mutex::new(None);
-    let process = PROCESS
-        .lock()
-        .get_or_insert_with(|| {
-            let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-            format!("{}-{nanos:x}", std::process::id())
-        })
-        .clone();
+    static PROCESS: OnceLock<String> = OnceLock::new();
+    let process = PROCESS.get_or_init(|| {
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        format!("{}-{nanos:x}", std::process::id())
+    });
     format!("{process}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
