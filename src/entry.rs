@@ -38,6 +38,8 @@ type LoginResult = Option<Result<AccessToken, Error>>;
 const REFRESH_MARGIN: Duration = Duration::from_secs(5);
 /// The last-use time is recorded at this granularity (one store a second at most).
 const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
+/// How long a login may take, for the lock, when no login timeout is set.
+const LOCK_LOGIN_ALLOWANCE: Duration = Duration::from_secs(60);
 /// While another process holds an entry's login lock, look for its token this often.
 const FLEET_POLL: Duration = Duration::from_millis(100);
 /// Budget for one token-store call (stores have their own, shorter, limits).
@@ -71,14 +73,6 @@ impl Context {
             counters: Counters::default(),
             clock: Clock::new(),
         }
-    }
-
-    pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        self.clock.nanos(at)
-    }
-
-    fn instant(&self, nanos: u64) -> Instant {
-        self.clock.at(nanos)
     }
 }
 
@@ -117,7 +111,7 @@ impl Entry {
         if let Some(taxpayer) = &on_behalf_of {
             label.push_str(&format!(" on_behalf_of={taxpayer}"));
         }
-        let last_used = AtomicU64::new(ctx.nanos(now));
+        let last_used = AtomicU64::new(ctx.clock.nanos(now));
         let store_key = entry_key(
             settings.token_url.as_str(),
             settings.credentials.client_id(),
@@ -187,7 +181,7 @@ impl Entry {
                 let removed = previous.as_ref().is_some_and(|p| p.id == token.0.id);
                 if removed {
                     self.rejected_until
-                        .fetch_max(self.ctx.nanos(token.0.expires), Ordering::Relaxed);
+                        .fetch_max(self.ctx.clock.nanos(token.0.expires), Ordering::Relaxed);
                     tracing::info!(entry = %self.label, "token invalidated");
                 }
                 removed
@@ -211,8 +205,10 @@ impl Entry {
             return;
         };
         let ctx = &self.ctx;
-        let not_before = ctx.instant(self.refresh_not_before.load(Ordering::Relaxed));
-        let last_used = ctx.instant(self.last_used.load(Ordering::Relaxed));
+        let not_before = ctx
+            .clock
+            .at(self.refresh_not_before.load(Ordering::Relaxed));
+        let last_used = ctx.clock.at(self.last_used.load(Ordering::Relaxed));
         if !should_refresh(
             now,
             refresh_at,
@@ -229,7 +225,7 @@ impl Entry {
         }
         let retry = now + ctx.settings.refresh_retry_after;
         self.refresh_not_before
-            .store(ctx.nanos(retry), Ordering::Relaxed);
+            .store(ctx.clock.nanos(retry), Ordering::Relaxed);
         let deadline = expires
             .checked_sub(REFRESH_MARGIN)
             .map_or(now, |d| d.max(now));
@@ -318,23 +314,19 @@ impl Entry {
         let rejected = self.rejected_until.load(Ordering::Relaxed);
         let have = match self.current.load().as_ref() {
             Some(current) => Some(current.expires),
-            None => (rejected > 0).then(|| ctx.instant(rejected)),
+            None => (rejected > 0).then(|| ctx.clock.at(rejected)),
         };
         if let Some(token) = self.shared_token(have).await {
             return Ok(token);
         }
         let owner = lock_owner();
+        // The lock covers the wait for a budget slot and the login itself;
+        // others give up waiting for our token when it could no longer come.
+        let login_time = ctx.settings.login_timeout.unwrap_or(LOCK_LOGIN_ALLOWANCE);
         let hold_for = deadline.saturating_duration_since(Instant::now())
-            + ctx
-                .settings
-                .login_timeout
-                .unwrap_or(Duration::from_secs(60))
+            + login_time
             + Duration::from_secs(5);
-        let give_up = deadline
-            + ctx
-                .settings
-                .login_timeout
-                .unwrap_or(Duration::from_secs(60));
+        let give_up = deadline + login_time;
         let started = Instant::now();
         loop {
             match self
