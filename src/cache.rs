@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use secrecy::SecretString;
 use tokio::time::Instant;
 
 use crate::clock::Now;
@@ -153,6 +154,27 @@ impl TokenCache {
                 None => false,
             },
         }
+    }
+
+    /// Gives the cache a new client secret, for every clone and middleware at
+    /// once. Every cached token stays valid and keeps being served; the next
+    /// login (a refresh, or a taxpayer without a token) uses the new secret,
+    /// while a login already under way finishes with the one it started with.
+    /// MyInvois client secrets expire: rotate before the old one does.
+    ///
+    /// Fails with [`Error::InvalidConfig`] for an empty secret (the old one
+    /// stays in use).
+    ///
+    /// ```no_run
+    /// # async fn run(cache: myinvois_auth::TokenCache) -> Result<(), myinvois_auth::Error> {
+    /// let new_secret = std::env::var("MYINVOIS_CLIENT_SECRET").unwrap_or_default();
+    /// cache.rotate_secret(new_secret)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn rotate_secret(&self, secret: impl Into<SecretString>) -> Result<(), Error> {
+        self.inner.ctx.settings.credentials.rotate(secret.into())?;
+        tracing::info!(client_id = self.client_id(), "client secret rotated");
+        Ok(())
     }
 
     /// The environment the cache was built with, if any.

@@ -48,15 +48,6 @@ impl Clock {
         self.base_utc + since - before
     }
 
-    /// The instant of a wall-clock time, if it is representable.
-    pub(crate) fn instant(&self, at: DateTime<Utc>) -> Option<Instant> {
-        let offset = at - self.base_utc;
-        match offset.to_std() {
-            Ok(after) => self.base.checked_add(after),
-            Err(_) => self.base.checked_sub((-offset).to_std().ok()?),
-        }
-    }
-
     /// `at` as nanoseconds since the clock's base, for atomics.
     #[inline]
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
@@ -65,8 +56,20 @@ impl Clock {
 
     /// The instant `nanos` after the clock's base.
     pub(crate) fn at(&self, nanos: u64) -> Instant {
-        self.base + Duration::from_nanos(nanos)
+        after(self.base, Duration::from_nanos(nanos))
     }
+}
+
+/// How far ahead "never" is: a saturated instant lies this far in the future.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `at + d`, saturating instead of panicking: durations from outside (a
+/// `Retry-After`, a configured wait of `Duration::MAX`) cannot overflow an
+/// `Instant`; a sum beyond the representable becomes "a century from `at`".
+pub(crate) fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(FAR_FUTURE))
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -81,13 +84,19 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3600)).await;
         let t1 = Instant::now();
         assert_eq!(clock.utc(t1) - utc0, chrono::Duration::seconds(3600));
-        assert_eq!(clock.instant(clock.utc(t1)), Some(t1));
-        assert_eq!(clock.instant(utc0), Some(t0));
-        let earlier = utc0 - chrono::Duration::seconds(10);
-        assert_eq!(
-            clock.instant(earlier),
-            t0.checked_sub(Duration::from_secs(10))
-        );
         assert_eq!(clock.at(clock.nanos(t1)), t1);
+    }
+
+    #[test]
+    fn adding_any_duration_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        for huge in [Duration::MAX, Duration::from_secs(u64::MAX), FAR_FUTURE * 2] {
+            let later = after(now, huge);
+            assert!(later > now + Duration::from_secs(365 * 24 * 3600));
+        }
     }
 }

@@ -6,11 +6,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::budget::{RateLimit, DEFAULT_LOGIN_RATE_LIMIT};
 use crate::cache::TokenCache;
 use crate::error::Error;
+use crate::redact;
 use crate::store::{MemoryTokenStore, TokenStore};
 
 /// Default for [`TokenCacheBuilder::refresh_before`]: 5 minutes.
@@ -92,7 +95,10 @@ impl Environment {
 
 /// The ERP system's client ID and secret, as registered in MyInvois.
 ///
-/// The secret is never printed: `Debug` shows the client ID only.
+/// The secret is held in a [`SecretString`]: zeroed when dropped, never
+/// printed (`Debug` shows the client ID only), and read only to write the
+/// login form. MyInvois secrets expire; give a running cache a new one with
+/// [`TokenCache::rotate_secret`](crate::TokenCache::rotate_secret).
 ///
 /// ```
 /// use myinvois_auth::Credentials;
@@ -103,25 +109,21 @@ impl Environment {
 #[derive(Clone)]
 pub struct Credentials {
     client_id: String,
-    client_secret: Arc<str>,
+    client_secret: SecretString,
 }
 
 impl Credentials {
-    /// Client ID and client secret.
-    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+    /// Client ID and client secret (a `&str`, `String` or [`SecretString`]).
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<SecretString>) -> Self {
         Credentials {
             client_id: client_id.into(),
-            client_secret: Arc::from(client_secret.into()),
+            client_secret: client_secret.into(),
         }
     }
 
     /// The client ID (not a secret).
     pub fn client_id(&self) -> &str {
         &self.client_id
-    }
-
-    pub(crate) fn client_secret(&self) -> &str {
-        &self.client_secret
     }
 }
 
@@ -132,6 +134,48 @@ impl fmt::Debug for Credentials {
             .field("client_secret", &"<redacted>")
             .finish()
     }
+}
+
+/// The credentials a running cache logs in with: the client ID, and a
+/// secret that [`rotate`](Self::rotate) replaces for every clone at once.
+pub(crate) struct ClientCredentials {
+    client_id: String,
+    secret: ArcSwap<SecretString>,
+}
+
+impl ClientCredentials {
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The current secret. Held by a login for as long as it runs, so a
+    /// rotation never changes the secret of a login half-way.
+    pub(crate) fn secret(&self) -> Arc<SecretString> {
+        self.secret.load_full()
+    }
+
+    /// Replaces the secret; refuses an empty one.
+    pub(crate) fn rotate(&self, secret: SecretString) -> Result<(), Error> {
+        check_secret(&secret)?;
+        self.secret.store(Arc::new(secret));
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+fn check_secret(secret: &SecretString) -> Result<(), Error> {
+    if secret.expose_secret().is_empty() {
+        return Err(Error::InvalidConfig("the client secret is empty".into()));
+    }
+    Ok(())
 }
 
 /// Builds a [`TokenCache`]. Made by [`TokenCache::builder`].
@@ -157,7 +201,7 @@ pub struct TokenCacheBuilder {
     refresh_before: Option<Duration>,
     refresh_retry_after: Option<Duration>,
     login_timeout: Option<Option<Duration>>,
-    http_client: Option<reqwest::Client>,
+    http_client: Option<reqwest::ClientBuilder>,
     login_rate_limit: Option<Option<(u32, Duration)>>,
     max_login_wait: Option<Duration>,
     idle_after: Option<Duration>,
@@ -168,7 +212,7 @@ pub struct TokenCacheBuilder {
 /// The checked settings a cache runs with.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    pub(crate) credentials: Credentials,
+    pub(crate) credentials: ClientCredentials,
     pub(crate) environment: Option<Environment>,
     pub(crate) token_url: Url,
     pub(crate) scope: Option<String>,
@@ -258,12 +302,27 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// The `reqwest::Client` used for logins (for proxies, custom TLS roots, …).
+    /// How to build the `reqwest::Client` used for logins (proxies, custom
+    /// TLS roots, client certificates, …). A builder, not a client, so the
+    /// cache can switch off what must never happen to a login: it always
+    /// sets `redirect(Policy::none())`, and `https_only(true)` when the
+    /// identity URL is `https`, whatever the builder said. The client secret
+    /// is never sent to a redirect's target and no token from one is served
+    /// ([`Error::LoginRedirected`]).
+    ///
+    /// ```
+    /// # use myinvois_auth::{Credentials, Environment, TokenCache};
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .environment(Environment::Sandbox)
+    ///     .http_client(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)))
+    ///     .build()?;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
     ///
     /// Defaults to a client that keeps no idle connections (a login happens
     /// about once an hour per taxpayer).
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http_client = Some(client);
+    pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
+        self.http_client = Some(builder);
         self
     }
 
@@ -344,9 +403,7 @@ impl TokenCacheBuilder {
         if self.credentials.client_id.trim().is_empty() {
             return Err(Error::InvalidConfig("the client ID is empty".into()));
         }
-        if self.credentials.client_secret.is_empty() {
-            return Err(Error::InvalidConfig("the client secret is empty".into()));
-        }
+        check_secret(&self.credentials.client_secret)?;
         if let Some(scope) = &self.scope {
             if scope.trim().is_empty() {
                 return Err(Error::InvalidConfig(
@@ -387,16 +444,25 @@ impl TokenCacheBuilder {
         if max_entries == 0 {
             return Err(Error::InvalidConfig("max_entries is 0".into()));
         }
-        let http_client = match self.http_client {
-            Some(client) => client,
-            None => reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .map_err(|e| Error::InvalidConfig(format!("cannot build the HTTP client: {e}")))?,
-        };
+        let token_url = token_endpoint(&identity_base)?;
+        let http_client = self
+            .http_client
+            .unwrap_or_else(|| reqwest::Client::builder().pool_max_idle_per_host(0))
+            // A login never follows a redirect, and never leaves https.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(token_url.scheme() == "https")
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("cannot build the HTTP client: {e}")))?;
+        let Credentials {
+            client_id,
+            client_secret,
+        } = self.credentials;
         Ok(Settings {
-            token_url: token_endpoint(&identity_base)?,
-            credentials: self.credentials,
+            token_url,
+            credentials: ClientCredentials {
+                client_id,
+                secret: ArcSwap::from_pointee(client_secret),
+            },
             environment: self.environment,
             scope: self.scope,
             refresh_before,
@@ -426,25 +492,28 @@ fn token_endpoint(base: &Url) -> Result<Url, Error> {
 }
 
 /// Parses a URL that may receive a secret: `https`, or `http` to loopback only.
-/// The error names the URL without any user-info it may carry.
+/// An error names the URL by its origin only, never by its user-info, path,
+/// query or fragment, where a secret may have been put.
 pub(crate) fn parse_secure_url(what: &str, raw: &str) -> Result<Url, Error> {
+    // url's ParseError names the kind of fault, never the input.
     let url = Url::parse(raw)
         .map_err(|e| Error::InvalidConfig(format!("the {what} is not a valid URL: {e}")))?;
+    let origin = redact::origin(&url);
     if !url.username().is_empty() || url.password().is_some() {
         return Err(Error::InvalidConfig(format!(
-            "the {what} must not carry user-info (credentials go in Credentials)"
+            "the {what} ({origin}) must not carry user-info (credentials go in Credentials)"
         )));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(Error::InvalidConfig(format!(
-            "the {what} must not have a query or fragment: {url}"
+            "the {what} ({origin}) must not have a query or fragment"
         )));
     }
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
         "http" => Err(Error::InvalidConfig(format!(
-            "the {what} {url} is plain http: secrets are sent only over https (or http to a loopback host)"
+            "the {what} {origin} is plain http: secrets are sent only over https (or http to a loopback host)"
         ))),
         other => Err(Error::InvalidConfig(format!(
             "the {what} has scheme {other:?}; expected https"
@@ -500,7 +569,23 @@ mod tests {
         ] {
             let err = parse_secure_url("u", bad).unwrap_err();
             assert!(matches!(err, Error::InvalidConfig(_)), "{bad}");
-            assert!(!err.to_string().contains("pw@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn url_errors_name_the_origin_only() {
+        for bad in [
+            "https://user:SECRETPW@id.example.com",
+            "https://id.example.com/?key=SECRETPW",
+            "https://id.example.com/#SECRETPW",
+            "http://id.example.com/SECRETPW?x=SECRETPW",
+            "ftp://id.example.com/SECRETPW",
+            "http://id.example.com:SECRETPW",
+            "SECRETPW",
+        ] {
+            let err = parse_secure_url("identity URL", bad).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("SECRETPW"), "{bad}: {text}");
         }
     }
 

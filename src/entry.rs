@@ -247,8 +247,8 @@ impl Entry {
         if Instant::now() < token.0.expires {
             return Ok(token);
         }
-        Err(Error::InvalidResponse(
-            "the token had expired by the time the login answered".into(),
+        Err(Error::invalid_response(
+            "the token had expired by the time the login answered",
         ))
     }
 
@@ -337,7 +337,7 @@ impl Entry {
                 Some(true) | None => break,
                 Some(false) => {
                     if Instant::now() >= give_up {
-                        return Err(Error::Timeout(started.elapsed()));
+                        return Err(Error::timeout(started.elapsed()));
                     }
                     tokio::time::sleep(FLEET_POLL).await;
                     if let Some(token) = self.shared_token(have).await {
@@ -352,7 +352,8 @@ impl Entry {
             None => {
                 let result = self.login_within_budget(reason, deadline).await;
                 if let Ok(token) = &result {
-                    self.store("save", store.save(&self.store_key, &token.to_stored()))
+                    let stored = token.to_stored(Instant::now());
+                    self.store("save", store.save(&self.store_key, &stored))
                         .await;
                 }
                 result
@@ -369,12 +370,19 @@ impl Entry {
         let stored = self
             .store("load", self.ctx.settings.token_store.load(&self.store_key))
             .await??;
-        let token = AccessToken::from_stored(
+        let token = match AccessToken::from_stored(
             stored,
             &self.ctx.clock,
+            Instant::now(),
             self.on_behalf_of.clone(),
             self.ctx.settings.refresh_before,
-        )?;
+        ) {
+            Ok(token) => token,
+            Err(reason) => {
+                tracing::warn!(entry = %self.label, %reason, "token in the token store refused; logging in instead");
+                return None;
+            }
+        };
         let valid_until = token.0.expires;
         let newer = have.is_none_or(|have| valid_until > have + Duration::from_secs(1));
         if newer && valid_until > Instant::now() + REFRESH_MARGIN {

@@ -53,17 +53,23 @@ pub enum Error {
 
     /// The identity service refused the login with an OAuth error
     /// (HTTP 400 or 401 with an `error` body). `invalid_client` usually means a
-    /// wrong ID or secret, or a blocked or expired system user.
-    #[error("login rejected by the identity service (HTTP {status}): {code}{}", describe(.description))]
+    /// wrong ID or secret, or a blocked or expired system user; `invalid_grant`
+    /// for an intermediary usually means the taxpayer has not authorised it.
+    /// A new login does not cure it, so the cache remembers it for the entry
+    /// and answers again from memory until `retry_after` has passed.
+    #[error("login rejected by the identity service (HTTP {status}): {code}{}{}", describe(.description), describe_retry(.retry_after))]
     OAuth {
         /// The HTTP status the identity service answered with.
         status: u16,
         /// The parsed OAuth error code.
         code: OAuthErrorCode,
-        /// `error_description`, when the service sent one.
+        /// `error_description`, when the service sent one (scrubbed of the secret).
         description: Option<String>,
-        /// `error_uri`, when the service sent one.
+        /// `error_uri`, when the service sent one (without user-info, query or fragment).
         uri: Option<String>,
+        /// How long the cache answers this taxpayer's logins with this error
+        /// before it asks the identity service again.
+        retry_after: Option<Duration>,
     },
 
     /// No login could be made for this client ID: the identity service
@@ -79,29 +85,62 @@ pub enum Error {
 
     /// The identity service answered with an HTTP status that is neither success
     /// nor an OAuth error (typically a 5xx). Usually transient.
-    #[error("identity service answered HTTP {status}")]
+    #[error("identity service answered HTTP {status}{}", describe_retry(.retry_after))]
     IdentityService {
         /// The HTTP status.
         status: u16,
+        /// How long until the cache asks again (the service's own
+        /// `Retry-After` when it sent one, else the cache's back-off).
+        retry_after: Option<Duration>,
+    },
+
+    /// The identity service answered the login with a redirect (HTTP 3xx).
+    /// Logins never follow redirects: the client secret goes to the
+    /// configured identity service and nowhere else, and no token from
+    /// another origin is ever served. Usually a wrong identity URL.
+    #[error("the identity service redirected the login (HTTP {status}){}; logins never follow redirects, check the identity URL{}", describe_target(.location), describe_retry(.retry_after))]
+    LoginRedirected {
+        /// The HTTP status (301, 302, 303, 307, 308, …).
+        status: u16,
+        /// The origin (scheme, host, port) the redirect pointed to, when it
+        /// named one; never its path, query or user-info.
+        location: Option<String>,
+        /// How long until the cache asks again.
+        retry_after: Option<Duration>,
     },
 
     /// The identity service answered 200, but not with a usable token
     /// (malformed JSON, missing or invalid `access_token` / `expires_in`,
     /// a `token_type` other than Bearer, …).
-    #[error("invalid token response from the identity service: {0}")]
-    InvalidResponse(String),
+    #[error("invalid token response from the identity service: {reason}{}", describe_retry(.retry_after))]
+    InvalidResponse {
+        /// What is wrong with the answer (never quoting a token).
+        reason: String,
+        /// How long until the cache asks again.
+        retry_after: Option<Duration>,
+    },
 
     /// The identity service did not answer within the login timeout or, in a
     /// fleet, the process logging in for this key did not share its token in
     /// time. Transient: retry.
-    #[error("login timed out after {0:?}")]
-    Timeout(Duration),
+    #[error("login timed out after {after:?}{}", describe_retry(.retry_after))]
+    Timeout {
+        /// How long was waited.
+        after: Duration,
+        /// How long until the cache asks again.
+        retry_after: Option<Duration>,
+    },
 
     /// The login request failed below HTTP (DNS, connection refused, TLS, …).
     /// The message includes reqwest's; it is not repeated as `source()`, so
     /// error reporters that walk the chain do not print it twice.
-    #[error("could not reach the identity service: {0}")]
-    Transport(Arc<reqwest::Error>),
+    #[error("could not reach the identity service: {error}{}", describe_retry(.retry_after))]
+    Transport {
+        /// reqwest's error, without the URL.
+        error: Arc<reqwest::Error>,
+        /// How long until the cache asks again.
+        retry_after: Option<Duration>,
+    },
 
     /// An access token is not a well-formed JWT, so its claims cannot be read
     /// (see [`AccessToken::claims`](crate::AccessToken::claims)).
@@ -115,30 +154,94 @@ pub enum Error {
 
 impl Error {
     /// True when the same call may succeed later without any change of
-    /// configuration: timeouts, transport failures, 5xx, rate limits and
-    /// abandoned logins.
+    /// configuration: timeouts, transport failures, 5xx, unusable answers,
+    /// rate limits and abandoned logins. OAuth errors, redirects and
+    /// configuration errors are not: retrying them only spends the login
+    /// budget.
     ///
     /// ```
     /// use myinvois_auth::Error;
-    /// assert!(Error::IdentityService { status: 503 }.is_transient());
+    /// assert!(Error::IdentityService { status: 503, retry_after: None }.is_transient());
     /// assert!(!Error::InvalidConfig("x".into()).is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
             Error::RateLimited { .. }
-            | Error::Timeout(_)
-            | Error::Transport(_)
+            | Error::Timeout { .. }
+            | Error::Transport { .. }
+            | Error::InvalidResponse { .. }
             | Error::LoginAborted => true,
-            Error::IdentityService { status } => *status >= 500,
+            Error::IdentityService { status, .. } => *status >= 500 || *status == 408,
             _ => false,
+        }
+    }
+
+    /// How long until asking again may help, when known: the budget's or
+    /// the identity service's `Retry-After`, or how long the cache keeps
+    /// answering a failed login from memory.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use myinvois_auth::Error;
+    /// let err = Error::RateLimited { retry_after: Some(Duration::from_secs(5)) };
+    /// assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+    /// assert_eq!(Error::LoginAborted.retry_after(), None);
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::OAuth { retry_after, .. }
+            | Error::RateLimited { retry_after }
+            | Error::IdentityService { retry_after, .. }
+            | Error::LoginRedirected { retry_after, .. }
+            | Error::InvalidResponse { retry_after, .. }
+            | Error::Timeout { retry_after, .. }
+            | Error::Transport { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The OAuth error code, when the identity service refused the login with one.
+    ///
+    /// ```
+    /// use myinvois_auth::{Error, OAuthErrorCode};
+    /// assert_eq!(Error::LoginAborted.oauth_code(), None);
+    /// ```
+    pub fn oauth_code(&self) -> Option<&OAuthErrorCode> {
+        match self {
+            Error::OAuth { code, .. } => Some(code),
+            _ => None,
         }
     }
 
     pub(crate) fn transport(err: reqwest::Error) -> Self {
         // The URL of the identity service is no secret, but a user may have put
         // credentials in it; reqwest errors print the URL, so drop it.
-        Error::Transport(Arc::new(err.without_url()))
+        Error::Transport {
+            error: Arc::new(err.without_url()),
+            retry_after: None,
+        }
     }
+
+    pub(crate) fn invalid_response(reason: impl Into<String>) -> Self {
+        Error::InvalidResponse {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn timeout(after: Duration) -> Self {
+        Error::Timeout {
+            after,
+            retry_after: None,
+        }
+    }
+}
+
+fn describe_target(location: &Option<String>) -> String {
+    location
+        .as_deref()
+        .map(|origin| format!(" to {origin}"))
+        .unwrap_or_default()
 }
 
 fn describe(description: &Option<String>) -> String {
@@ -150,7 +253,7 @@ fn describe(description: &Option<String>) -> String {
 
 fn describe_retry(retry_after: &Option<Duration>) -> String {
     retry_after
-        .map(|d| format!("; retry after {}s", d.as_secs()))
+        .map(|d| format!("; retry after {}s", d.as_secs_f64().ceil()))
         .unwrap_or_default()
 }
 

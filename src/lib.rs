@@ -61,15 +61,17 @@
 //!   callers holding a valid token never wait for a login, and a token is never
 //!   served after it expires.
 //! - The client secret and tokens never appear in `Debug`, `Display`, errors
-//!   or logs, and the secret is only sent over `https` (or to loopback hosts).
+//!   or logs; the secret is only sent over `https` (or to loopback hosts), to
+//!   the identity service and nowhere else: a login never follows a redirect.
 //!
 //! # Modules
 //!
-//! Configuration lives in `config`, the clock in `clock`, the login call in `login`, the cache in
-//! `cache` and `entry` (with its pure decisions in `freshness`), the login
-//! budget in `budget`, counters in `stats`, the middleware in `middleware`,
-//! taxpayer identifiers in `taxpayer`, JWT claims in `claims`, fleet-wide
-//! sharing in `store`, errors in `error`.
+//! Configuration lives in `config`, the clock in `clock`, the login call in
+//! `login` and the reading of its answer in `response`, the cache in `cache`
+//! and `entry` (with its pure decisions in `freshness`), the login budget in
+//! `budget`, counters in `stats`, the middleware in `middleware`, taxpayer
+//! identifiers in `taxpayer`, JWT claims in `claims`, fleet-wide sharing in
+//! `store`, making text safe to show in `redact`, errors in `error`.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
@@ -83,6 +85,8 @@ mod error;
 mod freshness;
 mod login;
 mod middleware;
+mod redact;
+mod response;
 mod stats;
 mod store;
 mod taxpayer;
@@ -98,6 +102,7 @@ pub use config::{
 };
 pub use error::{Error, OAuthErrorCode};
 pub use middleware::AuthMiddleware;
+pub use response::MAX_RETRY_AFTER;
 pub use stats::CacheStats;
 pub use store::{LoginSlot, MemoryTokenStore, StoreError, StoredToken, TokenStore};
 #[cfg(feature = "redis")]

@@ -12,8 +12,13 @@ use tokio::time::Instant;
 use crate::claims::TokenClaims;
 use crate::clock::Clock;
 use crate::freshness::refresh_at;
+use crate::response::checked_token;
 use crate::store::StoredToken;
 use crate::taxpayer::OnBehalfOf;
+
+/// How far in the future a stored token's issue time may lie, by this
+/// host's clock, before the token is refused: hosts' clocks disagree a little.
+const STORED_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Process-wide token identities, so that an invalidation naming an old
 /// token (or one from another cache) can never remove a newer one.
@@ -128,28 +133,50 @@ impl AccessToken {
         TokenClaims::decode(&self.0.secret)
     }
 
-    /// The token as kept in a [`TokenStore`](crate::TokenStore).
-    pub(crate) fn to_stored(&self) -> StoredToken {
+    /// The token as kept in a [`TokenStore`](crate::TokenStore), with the
+    /// time it has left at `now`.
+    pub(crate) fn to_stored(&self, now: Instant) -> StoredToken {
         StoredToken {
             access_token: self.0.secret.clone(),
             issued_at: self.0.issued_at,
             expires_at: self.0.expires_at,
             scope: self.0.scope.clone(),
+            remaining: self.0.expires.saturating_duration_since(now),
         }
     }
 
-    /// A token another process obtained, taken from a store. `None` if it is
-    /// unusable (already expired here, or not a valid header value).
+    /// A token another process obtained, taken from a store, if it passes
+    /// the checks a fresh token passes and is not issued in the future. It is
+    /// trusted for what the store says is left, never longer: the writing
+    /// host's wall clock does not decide its expiry. The error says why a
+    /// token was refused, without quoting it.
     pub(crate) fn from_stored(
         stored: StoredToken,
         clock: &Clock,
+        now: Instant,
         on_behalf_of: Option<OnBehalfOf>,
         refresh_before: Duration,
-    ) -> Option<Self> {
-        let lifetime = (stored.expires_at - stored.issued_at).to_std().ok()?;
-        let sent_at = clock.instant(stored.issued_at)?;
-        let header = crate::login::bearer_header(&stored.access_token).ok()?;
-        Some(AccessToken::new(
+    ) -> Result<Self, String> {
+        let lifetime = (stored.expires_at - stored.issued_at)
+            .to_std()
+            .map_err(|_| "its expiry is before its issue time".to_owned())?;
+        let header = checked_token(&stored.access_token, lifetime).map_err(|e| e.to_string())?;
+        let now_utc = clock.utc(now);
+        if stored.issued_at > now_utc + STORED_CLOCK_SKEW {
+            return Err(format!(
+                "it was issued {} s in the future (check the hosts' clocks)",
+                (stored.issued_at - now_utc).num_seconds()
+            ));
+        }
+        let remaining = stored.remaining.min(lifetime);
+        if remaining.is_zero() {
+            return Err("it has expired".to_owned());
+        }
+        // Issued `lifetime - remaining` ago, whatever the writer's clock said.
+        let sent_at = now
+            .checked_sub(lifetime - remaining)
+            .ok_or_else(|| "its issue time is out of range".to_owned())?;
+        Ok(AccessToken::new(
             Issued {
                 secret: stored.access_token,
                 header,
@@ -157,7 +184,7 @@ impl AccessToken {
                 scope: stored.scope,
                 sent_at,
             },
-            stored.issued_at,
+            clock.utc(sent_at),
             on_behalf_of,
             refresh_before,
         ))
@@ -167,6 +194,23 @@ impl AccessToken {
     pub fn same_token(&self, other: &AccessToken) -> bool {
         self.0.id == other.0.id
     }
+}
+
+/// `Bearer <token>`, marked sensitive; an error (never quoting the token) if
+/// the token cannot be sent in an HTTP header.
+pub(crate) fn bearer_header(access_token: &str) -> Result<HeaderValue, crate::Error> {
+    let invalid = || {
+        crate::Error::invalid_response(
+            "access_token has characters that cannot be sent in an HTTP header",
+        )
+    };
+    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid());
+    }
+    let mut header =
+        HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| invalid())?;
+    header.set_sensitive(true);
+    Ok(header)
 }
 
 impl fmt::Debug for AccessToken {

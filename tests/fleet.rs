@@ -531,3 +531,117 @@ fn budget_key_of(identity_uri: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Overwrites the one token stored under `prefix` with `record`, kept `ttl_ms`.
+async fn overwrite_stored_token(
+    redis: &Redis,
+    prefix: &str,
+    record: serde_json::Value,
+    ttl_ms: u64,
+) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:token:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(record.to_string())
+        .arg("PX")
+        .arg(ttl_ms)
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_redis_that_fails_a_check_is_never_served_and_a_login_happens() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = 3_600_000i64;
+    let year = 365 * 24 * hour;
+    let cases = [
+        ("a 100-year expiry", "FLEET-BAD", now, now + 100 * year),
+        ("an empty token", "", now, now + hour),
+        (
+            "CR/LF in the token",
+            "FLEET-BAD\r\nX-Evil: 1",
+            now,
+            now + hour,
+        ),
+        (
+            "issued a year in the future",
+            "FLEET-BAD",
+            now + year,
+            now + year + hour,
+        ),
+        ("expiry before issue", "FLEET-BAD", now, now - hour),
+    ];
+    for (i, (what, token, issued, expires)) in cases.into_iter().enumerate() {
+        let prefix = format!("checks{i}");
+        let cache = || {
+            TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+                .identity_url(server.uri())
+                .without_login_rate_limit()
+                .token_store(Arc::new(
+                    RedisTokenStore::with_prefix(&redis.url(), &prefix).unwrap(),
+                ))
+                .build()
+                .unwrap()
+        };
+        cache().token().await.unwrap();
+        let logins = service.login_times().len();
+        overwrite_stored_token(
+            &redis,
+            &prefix,
+            json!({"access_token": token, "issued_at_ms": issued, "expires_at_ms": expires, "scope": null}),
+            60_000,
+        )
+        .await;
+        let served = cache().token().await.unwrap();
+        assert!(served.secret().starts_with("FLEET-"), "{what}");
+        assert_ne!(
+            served.secret(),
+            token,
+            "{what}: the stored token was served"
+        );
+        assert_eq!(service.login_times().len(), logins + 1, "{what}: no login");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_redis_is_trusted_for_its_ttl_not_the_writers_clock() {
+    let redis = Redis::start();
+    let (server, _service) = Service::start(3600).await;
+    let cache = || {
+        TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+            .identity_url(server.uri())
+            .token_store(Arc::new(
+                RedisTokenStore::with_prefix(&redis.url(), "ttl").unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    cache().token().await.unwrap();
+    // Written by a host whose clock runs 2 minutes ahead: its wall-clock
+    // expiry is 2 minutes late. Redis' TTL is the truth: 30 s left.
+    let ahead = chrono::Utc::now().timestamp_millis() + 120_000;
+    overwrite_stored_token(
+        &redis,
+        "ttl",
+        json!({"access_token": "FLEET-SHARED", "issued_at_ms": ahead - 3_570_000, "expires_at_ms": ahead + 30_000, "scope": null}),
+        30_000,
+    )
+    .await;
+    let token = cache().token().await.unwrap();
+    assert_eq!(token.secret(), "FLEET-SHARED");
+    let left = token.expires_at() - chrono::Utc::now();
+    assert!(
+        left <= chrono::Duration::seconds(30),
+        "served past its real expiry: {left} left"
+    );
+}

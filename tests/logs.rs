@@ -94,6 +94,90 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     tokio::time::advance(Duration::from_secs(3600)).await;
     let oauth_error = cache.token().await.unwrap_err();
 
+    // Every other kind of failure, each from a hostile or broken identity
+    // service that echoes secrets where a cut or a field could leak them.
+    let mut errors = vec![oauth_error.clone()];
+    let straddling = format!("{}{SECRET}", "x".repeat(295));
+    let long_token = format!("{TOKEN_MARK}-{}", "y".repeat(400));
+    let answers = [
+        ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": straddling, "error_description": straddling, "error_uri": format!("https://u:{SECRET}@x.example/?s={SECRET}"),
+        })),
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": long_token, "token_type": long_token, "expires_in": 3600,
+        })),
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": long_token, "token_type": "Bearer", "expires_in": long_token,
+        })),
+        ResponseTemplate::new(302).insert_header("location", format!("https://evil.example/steal?s={SECRET}")),
+        ResponseTemplate::new(503).insert_header("retry-after", "18446744073709551615"),
+        ResponseTemplate::new(429).insert_header("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(30)),
+    ];
+    let last = answers.len() - 1;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let identity = Identity::empty().await;
+        identity.answer(answer).await;
+        // Under the paused clock a login timeout fires while real sockets
+        // are read: only the hung service gets one.
+        let timeout = (i == last).then_some(Duration::from_secs(5));
+        let cache = identity
+            .builder()
+            .without_login_rate_limit()
+            .login_timeout(timeout)
+            .build()
+            .unwrap();
+        errors.push(cache.token_on_behalf_of("C25845632020").await.unwrap_err());
+    }
+    let unreachable = myinvois_auth::TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url("http://127.0.0.1:9")
+        .build()
+        .unwrap();
+    errors.push(unreachable.token().await.unwrap_err());
+    for url in [
+        format!("https://id.example.com/?secret={SECRET}"),
+        format!("https://id.example.com/#{SECRET}"),
+        format!("https://user:{SECRET}@id.example.com"),
+        format!("http://id.example.com/{SECRET}"),
+    ] {
+        let built = myinvois_auth::TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+            .identity_url(url)
+            .build();
+        errors.push(built.unwrap_err());
+        let env = myinvois_auth::Environment::custom(
+            &format!("https://id.example.com/?s={SECRET}"),
+            "https://api.example.com",
+        );
+        errors.push(env.unwrap_err());
+    }
+    errors.push(cache.token_on_behalf_of("C1 not a TIN").await.unwrap_err());
+    errors.push(myinvois_auth::TokenClaims::decode(&long_token).unwrap_err());
+    errors.push(Error::LoginAborted);
+    let kinds: std::collections::BTreeSet<String> = errors
+        .iter()
+        .map(|e| {
+            format!("{e:?}")
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for kind in [
+        "OAuth",
+        "RateLimited",
+        "IdentityService",
+        "LoginRedirected",
+        "InvalidResponse",
+        "Timeout",
+        "Transport",
+        "InvalidConfig",
+        "InvalidToken",
+        "LoginAborted",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} error was made: {kinds:?}");
+    }
+
     let output = logs.text();
     assert!(output.contains("login succeeded"), "{output}");
     assert!(output.contains("login failed"), "{output}");
@@ -118,6 +202,14 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     ];
     for text in rendered {
         assert_clean("Debug/Display output", &text);
+    }
+    for error in &errors {
+        assert_clean("an error", &format!("{error} {error:?}"));
+        // Not even the first characters a cut would leave.
+        assert!(
+            !format!("{error} {error:?}").contains(&SECRET[..8]),
+            "{error:?}"
+        );
     }
     assert!(matches!(oauth_error, Error::OAuth { .. }));
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
+use tokio::time::Instant;
 
 use super::{drop_expired, LoginSlot, StoreError, StoredToken, TokenStore};
 
@@ -24,10 +24,12 @@ use super::{drop_expired, LoginSlot, StoreError, StoredToken, TokenStore};
 ///     .build()?;
 /// # Ok::<(), myinvois_auth::Error>(())
 /// ```
+/// It counts time on tokio's clock, so a paused test clock expires its
+/// tokens and locks too.
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {
-    tokens: Mutex<HashMap<String, (StoredToken, DateTime<Utc>)>>,
-    locks: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
+    tokens: Mutex<HashMap<String, (StoredToken, Instant)>>,
+    locks: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl MemoryTokenStore {
@@ -37,28 +39,32 @@ impl MemoryTokenStore {
     }
 }
 
-fn until(ttl: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+fn until(ttl: Duration) -> Instant {
+    crate::clock::after(Instant::now(), ttl)
 }
 
 #[async_trait::async_trait]
 impl TokenStore for MemoryTokenStore {
     async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError> {
+        let now = Instant::now();
         let mut tokens = self.tokens.lock();
-        drop_expired(&mut tokens, Utc::now());
-        Ok(tokens.get(key).map(|(token, _)| token.clone()))
+        drop_expired(&mut tokens, now);
+        Ok(tokens.get(key).map(|(token, until)| StoredToken {
+            remaining: *until - now,
+            ..token.clone()
+        }))
     }
 
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
         self.tokens
             .lock()
-            .insert(key.to_owned(), (token.clone(), token.expires_at));
+            .insert(key.to_owned(), (token.clone(), until(token.remaining)));
         Ok(())
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut locks = self.locks.lock();
-        drop_expired(&mut locks, Utc::now());
+        drop_expired(&mut locks, Instant::now());
         if locks.contains_key(key) {
             return Ok(false);
         }
@@ -91,8 +97,9 @@ impl TokenStore for MemoryTokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn locks_belong_to_their_owner_and_tokens_expire() {
         let store = MemoryTokenStore::new();
         assert!(store
@@ -114,19 +121,20 @@ mod tests {
             .await
             .unwrap());
 
-        let live = StoredToken {
+        let token = StoredToken {
             access_token: "t".into(),
             issued_at: Utc::now(),
-            expires_at: Utc::now() + chrono::Duration::seconds(60),
+            expires_at: Utc::now() + chrono::Duration::seconds(3600),
             scope: None,
+            remaining: Duration::from_secs(60),
         };
-        let dead = StoredToken {
-            expires_at: Utc::now() - chrono::Duration::seconds(1),
-            ..live.clone()
-        };
-        store.save("live", &live).await.unwrap();
-        store.save("dead", &dead).await.unwrap();
-        assert_eq!(store.load("live").await.unwrap(), Some(live));
-        assert_eq!(store.load("dead").await.unwrap(), None);
+        store.save("k", &token).await.unwrap();
+        tokio::time::advance(Duration::from_secs(20)).await;
+        // The store says how long is left by its own clock.
+        let loaded = store.load("k").await.unwrap().unwrap();
+        assert_eq!(loaded.remaining, Duration::from_secs(40));
+        assert_eq!(loaded.access_token, "t");
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(store.load("k").await.unwrap(), None);
     }
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -34,16 +35,28 @@ pub use self::redis::{RedisTokenStore, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
 pub use memory::MemoryTokenStore;
 
 /// A token as kept in a store: never the client secret.
+///
+/// A token read from a store passes the same checks as one fresh from the
+/// identity service (not empty, a valid header value, a lifetime of at most
+/// [`MAX_TOKEN_LIFETIME`](crate::MAX_TOKEN_LIFETIME)), is not issued in the
+/// future, and is trusted for no longer than the store says is left: a
+/// token that fails is ignored with a warning, and a login happens instead.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredToken {
     /// The access token.
     pub access_token: String,
-    /// When it was issued (the issuing process's local send time).
+    /// When it was issued (the issuing process's local send time, by that
+    /// host's wall clock: only checked for sanity, never used for expiry).
     pub issued_at: DateTime<Utc>,
-    /// When it expires.
+    /// When it expires, by the same clock; `expires_at - issued_at` is its lifetime.
     pub expires_at: DateTime<Utc>,
     /// The scope granted, if the identity service said.
     pub scope: Option<String>,
+    /// How long it has left. On [`save`](TokenStore::save), by the saving
+    /// process's clock: keep it for this long. On [`load`](TokenStore::load),
+    /// as the store counts it (Redis: the key's remaining TTL), so that no
+    /// host's wall clock decides when a shared token expires.
+    pub remaining: Duration,
 }
 
 impl fmt::Debug for StoredToken {
@@ -53,6 +66,7 @@ impl fmt::Debug for StoredToken {
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
+            .field("remaining", &self.remaining)
             .finish()
     }
 }
@@ -80,10 +94,11 @@ pub struct StoreError(pub String);
 /// timeout and treats a slow answer like a failure.
 #[async_trait::async_trait]
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
-    /// The unexpired token stored under `key`, if any.
+    /// The unexpired token stored under `key`, if any, with
+    /// [`remaining`](StoredToken::remaining) counted by the store's own clock.
     async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError>;
 
-    /// Stores `token` under `key` until it expires.
+    /// Stores `token` under `key` for [`remaining`](StoredToken::remaining).
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError>;
 
     /// Takes the login lock of `key` for `owner`, for at most `ttl`.
@@ -155,7 +170,7 @@ pub(crate) fn lock_owner() -> String {
 }
 
 /// Unused entries of a map of expiring values, dropped lazily.
-pub(crate) fn drop_expired<V>(map: &mut HashMap<String, (V, DateTime<Utc>)>, now: DateTime<Utc>) {
+pub(crate) fn drop_expired<V>(map: &mut HashMap<String, (V, Instant)>, now: Instant) {
     map.retain(|_, (_, until)| *until > now);
 }
 
@@ -199,6 +214,7 @@ mod tests {
             issued_at: Utc::now(),
             expires_at: Utc::now(),
             scope: None,
+            remaining: Duration::from_secs(1),
         };
         assert!(!format!("{t:?}").contains("TOPSECRET"));
     }

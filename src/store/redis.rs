@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
@@ -49,6 +49,15 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + 3600000)
 return 1
 "#;
 
+/// The token and how long Redis says it has left, in one atomic call.
+const LOAD: &str = r#"
+local value = redis.call('GET', KEYS[1])
+if not value then
+  return false
+end
+return {value, redis.call('PTTL', KEYS[1])}
+"#;
+
 /// Deletes the lock only if its value is still the owner's.
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -83,6 +92,7 @@ pub struct RedisTokenStore {
     client: redis::Client,
     prefix: String,
     connection: Mutex<Connection>,
+    load: redis::Script,
     reserve: redis::Script,
     block: redis::Script,
     unlock: redis::Script,
@@ -110,6 +120,7 @@ impl RedisTokenStore {
             client,
             prefix: prefix.to_owned(),
             connection: Mutex::new(Connection::default()),
+            load: redis::Script::new(LOAD),
             reserve: redis::Script::new(RESERVE),
             block: redis::Script::new(BLOCK),
             unlock: redis::Script::new(UNLOCK),
@@ -195,10 +206,17 @@ impl fmt::Debug for RedisTokenStore {
 impl TokenStore for RedisTokenStore {
     async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError> {
         let key = self.key("token", key);
-        let raw: Option<String> = self
-            .call(|mut c| async move { redis::cmd("GET").arg(&key).query_async(&mut c).await })
+        let script = &self.load;
+        let found: Option<(String, i64)> = self
+            .call(|mut c| async move { script.key(&key).invoke_async(&mut c).await })
             .await?;
-        let Some(raw) = raw else { return Ok(None) };
+        // PTTL: -2 (gone meanwhile), -1 (no TTL: not written by us), or ms left.
+        let Some((raw, ttl_ms)) = found else {
+            return Ok(None);
+        };
+        let Ok(ttl_ms) = u64::try_from(ttl_ms) else {
+            return Ok(None);
+        };
         let record: Record = serde_json::from_str(&raw)
             .map_err(|_| StoreError("a stored token is not in the expected form".into()))?;
         let (Some(issued_at), Some(expires_at)) = (
@@ -207,17 +225,18 @@ impl TokenStore for RedisTokenStore {
         ) else {
             return Err(StoreError("a stored token has invalid times".into()));
         };
-        Ok((expires_at > Utc::now()).then_some(StoredToken {
+        Ok((ttl_ms > 0).then_some(StoredToken {
             access_token: record.access_token,
             issued_at,
             expires_at,
             scope: record.scope,
+            remaining: Duration::from_millis(ttl_ms),
         }))
     }
 
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
-        let ttl = (token.expires_at - Utc::now()).num_milliseconds();
-        if ttl <= 0 {
+        let ttl = millis(token.remaining);
+        if ttl == 0 {
             return Ok(());
         }
         let record = serde_json::to_string(&Record {

@@ -90,7 +90,7 @@ async fn a_burst_on_a_failing_identity_service_sends_one_request_and_all_get_the
     let results = burst(&cache, 200).await;
     for r in results {
         assert!(
-            matches!(r, Err(Error::IdentityService { status: 503 })),
+            matches!(r, Err(Error::IdentityService { status: 503, .. })),
             "{r:?}"
         );
     }
@@ -199,7 +199,7 @@ async fn a_failed_refresh_keeps_the_valid_token_retries_later_and_never_serves_i
     tokio::time::advance(Duration::from_secs(300)).await;
     let err = cache.token().await.unwrap_err();
     assert!(
-        matches!(err, Error::IdentityService { status: 503 }),
+        matches!(err, Error::IdentityService { status: 503, .. }),
         "{err:?}"
     );
 }

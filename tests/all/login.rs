@@ -75,7 +75,7 @@ async fn an_identity_url_with_a_path_prefix_keeps_it() {
         .unwrap();
     let err = cache.token().await.unwrap_err();
     assert!(
-        matches!(err, Error::IdentityService { status: 404 }),
+        matches!(err, Error::IdentityService { status: 404, .. }),
         "{err:?}"
     );
     let seen = identity.server.received_requests().await.unwrap();
@@ -192,12 +192,12 @@ async fn every_unusable_answer_is_a_clear_typed_error() {
         (token(json!({"expires_in": null})), "expires_in is missing"),
         (token(json!({"expires_in": 0})), "zero"),
         (token(json!({"expires_in": -60})), "negative"),
-        (token(json!({"expires_in": "3600"})), "not a number"),
+        (token(json!({"expires_in": "soon"})), "not a number"),
         (
             token(json!({"expires_in": 10_000_000_000u64})),
             "larger than",
         ),
-        (token(json!({"token_type": "MAC"})), "expected Bearer"),
+        (token(json!({"token_type": "MAC"})), "not Bearer"),
         (token(json!({"access_token": "a\u{7f}b"})), "HTTP header"),
         (token(json!({"access_token": "a b"})), "HTTP header"),
     ];
@@ -208,7 +208,7 @@ async fn every_unusable_answer_is_a_clear_typed_error() {
         assert!(
             matches!(
                 err,
-                Error::IdentityService { .. } | Error::InvalidResponse(_)
+                Error::IdentityService { .. } | Error::InvalidResponse { .. }
             ),
             "{expected}: {err:?}"
         );
@@ -241,7 +241,7 @@ async fn a_hung_identity_service_times_out() {
     let started = std::time::Instant::now();
     let err = cache.token().await.unwrap_err();
     assert!(
-        matches!(err, Error::Timeout(d) if d == Duration::from_millis(200)),
+        matches!(err, Error::Timeout { after: d, .. } if d == Duration::from_millis(200)),
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -260,7 +260,7 @@ async fn an_unreachable_identity_service_is_a_transport_error() {
         .build()
         .unwrap();
     let err = cache.token().await.unwrap_err();
-    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert!(err.is_transient());
 }
 
@@ -303,4 +303,75 @@ fn environments_carry_the_myinvois_bases_as_two_settings() {
         .build()
         .unwrap();
     assert_eq!(cache.environment(), Some(&Environment::Sandbox));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_secret_keeps_every_token_and_the_next_login_uses_the_new_one() {
+    let identity = Identity::start().await;
+    let (api_server, _) = crate::support::Api::start().await;
+    let cache = identity
+        .builder()
+        .without_login_rate_limit()
+        .build()
+        .unwrap();
+    let clone_made_before = cache.clone();
+    let client = crate::support::client(&cache, &api_server);
+    let token = cache.token().await.unwrap();
+    let theirs = cache.token_on_behalf_of("C1111111111").await.unwrap();
+
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (caller, client, url) = (cache.clone(), client.clone(), api_server.uri());
+        callers.spawn(async move {
+            tokio::task::yield_now().await;
+            if i % 2 == 0 {
+                caller.token().await.map(|_| ()).map_err(|e| e.to_string())
+            } else {
+                match client.get(url).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        });
+        if i == 50 {
+            cache.rotate_secret("NEW-SECRET-2").unwrap();
+        }
+    }
+    let failed: Vec<_> = callers
+        .join_all()
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(identity.login_count().await, 2, "a rotation caused a login");
+    assert!(cache.token().await.unwrap().same_token(&token));
+    assert!(cache
+        .token_on_behalf_of("C1111111111")
+        .await
+        .unwrap()
+        .same_token(&theirs));
+
+    // The next login, through a clone made before the rotation, carries the new secret.
+    clone_made_before
+        .token_on_behalf_of("C2222222222")
+        .await
+        .unwrap();
+    let logins = identity.logins().await;
+    let secret_of = |i: usize| {
+        form(&logins[i])
+            .into_iter()
+            .find(|(k, _)| k == "client_secret")
+            .map(|(_, v)| v)
+    };
+    assert_eq!(secret_of(0).as_deref(), Some(SECRET));
+    assert_eq!(secret_of(2).as_deref(), Some("NEW-SECRET-2"));
+
+    // An empty secret is refused and the current one stays.
+    let err = cache.rotate_secret("").unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+    cache.token_on_behalf_of("C3333333333").await.unwrap();
+    let logins = identity.logins().await;
+    let last = form(&logins[3]);
+    assert!(last.contains(&("client_secret".into(), "NEW-SECRET-2".into())));
 }

@@ -1,0 +1,641 @@
+//! Reading the identity service's answer to a login: a token that passed
+//! every check, or a typed error that quotes nothing secret.
+//!
+//! The JSON is read as an untyped value and fields are picked by hand, so no
+//! deserializer message can ever quote a token back; text the service sends
+//! (error descriptions, unknown codes) is scrubbed of the client secret and of
+//! any token in the same answer before it is cut to length.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use crate::config::MAX_TOKEN_LIFETIME;
+use crate::error::{Error, OAuthErrorCode};
+use crate::redact;
+use crate::token::bearer_header;
+
+/// The longest `Retry-After` honoured: a larger one (up to `u64::MAX`
+/// seconds, or a date in year 9999) is cut to this. MyInvois' window is one
+/// minute; a longer block would only strand every taxpayer of the client ID.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Server-supplied text is cut to this many characters.
+const MAX_TEXT: usize = 300;
+
+/// A 200 answer that passed every check.
+#[derive(Debug)]
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: String,
+    pub(crate) header: HeaderValue,
+    pub(crate) lifetime: Duration,
+    pub(crate) scope: Option<String>,
+}
+
+/// Turns the identity service's answer into a token or a typed error.
+/// `sensitive` are the values no error text may contain (the client secret,
+/// in every form it was sent).
+pub(crate) fn parse_response(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    sensitive: &[&str],
+) -> Result<TokenResponse, Error> {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(Error::RateLimited { retry_after });
+    }
+    if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
+        return Err(oauth_error(status, retry_after, body, sensitive));
+    }
+    if status != StatusCode::OK {
+        return Err(Error::IdentityService {
+            status: status.as_u16(),
+            retry_after,
+        });
+    }
+    let json: Value = serde_json::from_slice(body).map_err(|_| {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            Error::invalid_response("the body is empty")
+        } else {
+            Error::invalid_response("the body is not JSON")
+        }
+    })?;
+    let object = json
+        .as_object()
+        .ok_or_else(|| Error::invalid_response("the body is not a JSON object"))?;
+
+    let access_token = match object.get("access_token") {
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => return Err(Error::invalid_response("access_token is not a string")),
+        None => return Err(Error::invalid_response("access_token is missing")),
+    };
+
+    match object.get("token_type") {
+        // RFC 6749 §5.1: the type is case-insensitive.
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        // Never echoed: a misbehaving service could put the token there.
+        Some(Value::String(t)) => {
+            return Err(Error::invalid_response(format!(
+                "token_type is not Bearer (a {}-character value)",
+                t.chars().count()
+            )))
+        }
+        Some(_) => return Err(Error::invalid_response("token_type is not a string")),
+        None => return Err(Error::invalid_response("token_type is missing")),
+    }
+
+    let seconds = match object.get("expires_in") {
+        None => return Err(Error::invalid_response("expires_in is missing")),
+        Some(value) => whole_seconds(value)
+            .map_err(|reason| Error::invalid_response(format!("expires_in {reason}")))?,
+    };
+    let lifetime = Duration::from_secs(seconds);
+    let header = checked_token(&access_token, lifetime)?;
+
+    let scope = match object.get("scope") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(redact::scrub(s, &[&access_token], MAX_TEXT)),
+        Some(_) => return Err(Error::invalid_response("scope is not a string")),
+    };
+
+    Ok(TokenResponse {
+        access_token,
+        header,
+        lifetime,
+        scope,
+    })
+}
+
+/// The checks every token passes before it is served, fresh from the
+/// identity service or taken from a token store: not empty, sendable as a
+/// header value, and a lifetime between one second and
+/// [`MAX_TOKEN_LIFETIME`].
+pub(crate) fn checked_token(access_token: &str, lifetime: Duration) -> Result<HeaderValue, Error> {
+    if access_token.is_empty() {
+        return Err(Error::invalid_response("access_token is empty"));
+    }
+    if lifetime.is_zero() {
+        return Err(Error::invalid_response("expires_in is zero"));
+    }
+    if lifetime > MAX_TOKEN_LIFETIME {
+        return Err(Error::invalid_response(format!(
+            "expires_in is larger than {} seconds",
+            MAX_TOKEN_LIFETIME.as_secs()
+        )));
+    }
+    bearer_header(access_token)
+}
+
+/// `expires_in` as whole seconds: an integral JSON number (`3600`,
+/// `3600.0`) or a string holding one (`"3600"`), as some servers send.
+fn whole_seconds(value: &Value) -> Result<u64, &'static str> {
+    let number = match value {
+        Value::Number(n) => {
+            if let Some(secs) = n.as_u64() {
+                return Ok(secs);
+            }
+            n.as_f64().ok_or("is not a number")?
+        }
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(secs) = s.parse::<u64>() {
+                return Ok(secs);
+            }
+            s.parse::<f64>().map_err(|_| "is not a number of seconds")?
+        }
+        _ => return Err("is not a number"),
+    };
+    if !number.is_finite() {
+        Err("is not a finite number")
+    } else if number < 0.0 {
+        Err("is negative")
+    } else if number.fract() != 0.0 {
+        Err("is not a whole number of seconds")
+    } else if number > MAX_TOKEN_LIFETIME.as_secs() as f64 {
+        // Also keeps the cast below in range.
+        Err("is larger than the longest token lifetime accepted")
+    } else {
+        Ok(number as u64)
+    }
+}
+
+/// A 400/401 answer: the OAuth error body when there is one.
+fn oauth_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    sensitive: &[&str],
+) -> Error {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let text = |name: &str| json.as_ref()?.get(name)?.as_str();
+    // A token in an error answer is as secret as the client secret.
+    let mut hidden = sensitive.to_vec();
+    if let Some(token) = text("access_token") {
+        hidden.push(token);
+    }
+    let field = |name: &str| text(name).map(|s| redact::scrub(s, &hidden, MAX_TEXT));
+    match field("error") {
+        Some(code) => Error::OAuth {
+            status: status.as_u16(),
+            code: OAuthErrorCode::parse(&code),
+            description: field("error_description"),
+            uri: text("error_uri").map(|uri| match Url::parse(uri) {
+                Ok(url) => redact::scrub(&redact::without_secrets(&url), &hidden, MAX_TEXT),
+                Err(_) => redact::scrub(uri, &hidden, MAX_TEXT),
+            }),
+            retry_after,
+        },
+        // A 400/401 without an OAuth body is still a refusal; report the status.
+        None => Error::IdentityService {
+            status: status.as_u16(),
+            retry_after,
+        },
+    }
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date in any of the three forms
+/// RFC 9110 §5.6.7 allows (IMF-fixdate, RFC 850, asctime). A date in the
+/// past means "now"; anything longer than [`MAX_RETRY_AFTER`] is cut to it.
+pub(crate) fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    let wait = if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+        // Digits only: a number too large for u64 is still "very long".
+        Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let date = httpdate::parse_http_date(text).ok()?;
+        date.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "s3cr3t-value";
+
+    fn ok(body: &str) -> Result<TokenResponse, Error> {
+        parse_response(StatusCode::OK, None, body.as_bytes(), &[SECRET])
+    }
+
+    fn invalid_reason(body: &str) -> String {
+        match ok(body) {
+            Err(Error::InvalidResponse { reason, .. }) => reason,
+            other => panic!("expected InvalidResponse for {body:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_good_answer() {
+        let t = ok(r#"{"access_token":"eyJ.a.b","token_type":"Bearer","expires_in":3600,"scope":"InvoicingAPI"}"#)
+            .unwrap();
+        assert_eq!(t.access_token, "eyJ.a.b");
+        assert_eq!(t.header, "Bearer eyJ.a.b");
+        assert!(t.header.is_sensitive());
+        assert_eq!(t.lifetime, Duration::from_secs(3600));
+        assert_eq!(t.scope.as_deref(), Some("InvoicingAPI"));
+        let t = ok(r#"{"access_token":"x","token_type":"bearer","expires_in":1}"#).unwrap();
+        assert_eq!(t.scope, None);
+    }
+
+    #[test]
+    fn expires_in_may_be_an_integral_float_or_a_numeric_string() {
+        for (value, secs) in [
+            ("3600", 3600),
+            ("3600.0", 3600),
+            (r#""3600""#, 3600),
+            (r#"" 3600 ""#, 3600),
+            (r#""3600.0""#, 3600),
+            ("1e3", 1000),
+        ] {
+            let body =
+                format!(r#"{{"access_token":"t","token_type":"Bearer","expires_in":{value}}}"#);
+            assert_eq!(
+                ok(&body).unwrap().lifetime,
+                Duration::from_secs(secs),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_type_is_compared_case_insensitively() {
+        for t in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let body = format!(r#"{{"access_token":"t","token_type":"{t}","expires_in":60}}"#);
+            assert!(ok(&body).is_ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn every_malformed_answer_is_a_typed_error() {
+        let cases = [
+            ("", "empty"),
+            ("   ", "empty"),
+            ("<html>oops</html>", "not JSON"),
+            ("[1,2]", "not a JSON object"),
+            (
+                r#"{"token_type":"Bearer","expires_in":3600}"#,
+                "access_token is missing",
+            ),
+            (
+                r#"{"access_token":"","token_type":"Bearer","expires_in":3600}"#,
+                "empty",
+            ),
+            (
+                r#"{"access_token":7,"token_type":"Bearer","expires_in":3600}"#,
+                "not a string",
+            ),
+            (
+                r#"{"access_token":"a b","token_type":"Bearer","expires_in":3600}"#,
+                "header",
+            ),
+            (
+                r#"{"access_token":"a\nb","token_type":"Bearer","expires_in":3600}"#,
+                "header",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer"}"#,
+                "expires_in is missing",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":0}"#,
+                "zero",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":-5}"#,
+                "negative",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":"-5"}"#,
+                "negative",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":"soon"}"#,
+                "not a number",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":"NaN"}"#,
+                "finite",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":true}"#,
+                "not a number",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":1.5}"#,
+                "whole number",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":99999999999999}"#,
+                "larger",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":1e300}"#,
+                "larger",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":1e400}"#,
+                "not JSON",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"MAC","expires_in":3600}"#,
+                "not Bearer (a 3-character value)",
+            ),
+            (
+                r#"{"access_token":"t","expires_in":3600}"#,
+                "token_type is missing",
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":3600,"scope":1}"#,
+                "scope",
+            ),
+        ];
+        for (body, expect) in cases {
+            let reason = invalid_reason(body);
+            assert!(
+                reason.contains(expect),
+                "{body:?}: {reason:?} lacks {expect:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_never_quote_the_token() {
+        for body in [
+            r#"{"access_token":"TOPSECRETTOKEN","token_type":"MAC","expires_in":3600}"#,
+            r#"{"access_token":"TOPSECRETTOKEN","token_type":"TOPSECRETTOKEN","expires_in":3600}"#,
+            r#"{"access_token":"TOPSECRETTOKEN","token_type":"Bearer","expires_in":"TOPSECRETTOKEN"}"#,
+            r#"{"access_token":"TOPSECRETTOKEN\u0000","token_type":"Bearer","expires_in":3600}"#,
+        ] {
+            let err = ok(body).unwrap_err();
+            assert!(
+                !format!("{err} {err:?}").contains("TOPSECRETTOKEN"),
+                "{err:?}"
+            );
+        }
+        // In an error answer, a token is scrubbed from the description.
+        let err = parse_response(
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"error":"invalid_grant","error_description":"old TOPSECRETTOKEN","access_token":"TOPSECRETTOKEN"}"#,
+            &[SECRET],
+        )
+        .unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("TOPSECRETTOKEN"));
+    }
+
+    #[test]
+    fn oauth_errors_are_parsed_from_400_and_401_and_scrubbed() {
+        for status in [StatusCode::BAD_REQUEST, StatusCode::UNAUTHORIZED] {
+            let body = format!(
+                r#"{{"error":"unauthorised_client","error_description":"User blocked {SECRET}","error_uri":"https://u:p@x.example/doc?k={SECRET}#f"}}"#
+            );
+            let err = parse_response(status, None, body.as_bytes(), &[SECRET]).unwrap_err();
+            match err {
+                Error::OAuth {
+                    status: s,
+                    code,
+                    description,
+                    uri,
+                    retry_after,
+                } => {
+                    assert_eq!(s, status.as_u16());
+                    assert_eq!(code, OAuthErrorCode::UnauthorizedClient);
+                    assert_eq!(description.as_deref(), Some("User blocked <redacted>"));
+                    assert_eq!(uri.as_deref(), Some("https://x.example/doc"));
+                    assert_eq!(retry_after, None);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let err = parse_response(StatusCode::BAD_REQUEST, None, b"<html/>", &["s"]).unwrap_err();
+        assert!(
+            matches!(err, Error::IdentityService { status: 400, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_secret_straddling_the_cut_leaves_nothing_behind() {
+        let description = format!("{}{SECRET}", "x".repeat(MAX_TEXT - 4));
+        let body = serde_json::json!({"error": "invalid_client", "error_description": description});
+        let err = parse_response(
+            StatusCode::BAD_REQUEST,
+            None,
+            body.to_string().as_bytes(),
+            &[SECRET],
+        )
+        .unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains(&SECRET[..4]), "{text}");
+    }
+
+    #[test]
+    fn other_statuses_are_identity_service_errors_and_429_is_rate_limited() {
+        let err = parse_response(StatusCode::BAD_GATEWAY, None, b"", &["s"]).unwrap_err();
+        assert!(matches!(err, Error::IdentityService { status: 502, .. }));
+        let err = parse_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(30)),
+            b"",
+            &["s"],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_all_three_http_date_forms() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:27:00 GMT").unwrap();
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(
+            parse_retry_after(&v("30"), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after(&v("Wed, 21 Oct 2015 07:28:00 GMT"), now),
+            minute
+        );
+        assert_eq!(
+            parse_retry_after(&v("Wednesday, 21-Oct-15 07:28:00 GMT"), now),
+            minute
+        );
+        assert_eq!(
+            parse_retry_after(&v("Wed Oct 21 07:28:00 2015"), now),
+            minute
+        );
+        assert_eq!(
+            parse_retry_after(&v("Wed, 21 Oct 2015 07:00:00 GMT"), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after(&v("soon"), now), None);
+        assert_eq!(parse_retry_after(&v("-1"), now), None);
+        assert_eq!(parse_retry_after(&v(""), now), None);
+    }
+
+    #[test]
+    fn absurd_retry_afters_are_capped_not_overflowed() {
+        let now = SystemTime::now();
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        for huge in [
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after(&v(huge), now),
+                Some(MAX_RETRY_AFTER),
+                "{huge}"
+            );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TOKEN: &str = "TOKENVALUEx9";
+
+        /// Strings that may carry the secret or the token: as they are,
+        /// inside other text, or straddling the point where text is cut.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,40}",
+                Just(SECRET.to_owned()),
+                Just(TOKEN.to_owned()),
+                (".{0,20}", ".{0,20}").prop_map(|(a, b)| format!("{a}{SECRET}{b}")),
+                (".{0,20}", ".{0,20}").prop_map(|(a, b)| format!("{a}{TOKEN}{b}")),
+                (0usize..20).prop_map(|n| format!("{}{SECRET}", "x".repeat(MAX_TEXT - n))),
+                (0usize..20).prop_map(|n| format!("{}{TOKEN}", "é".repeat(MAX_TEXT - n))),
+                Just("Bearer".to_owned()),
+                "[0-9]{1,6}(\\.0)?",
+            ]
+        }
+
+        /// Any JSON value, strings drawn from [`text`].
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec(("[a-z_]{1,12}", inner), 0..6)
+                        .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A token answer's shape: each known field absent, a string
+        /// (mostly) or any value; sometimes not an object at all.
+        fn answer() -> impl Strategy<Value = Value> {
+            let field = || {
+                prop_oneof![
+                    2 => Just(None),
+                    3 => text().prop_map(|t| Some(Value::String(t))),
+                    1 => json().prop_map(Some),
+                ]
+            };
+            let object = (
+                [field(), field(), field(), field(), field(), field()],
+                prop::collection::vec(("[a-z_]{1,12}", json()), 0..3),
+            )
+                .prop_map(|(known, extra)| {
+                    let names = [
+                        "token_type",
+                        "expires_in",
+                        "scope",
+                        "error",
+                        "error_description",
+                        "error_uri",
+                    ];
+                    let mut object: serde_json::Map<String, Value> = extra.into_iter().collect();
+                    for (name, value) in names.into_iter().zip(known) {
+                        if let Some(value) = value {
+                            object.insert(name.to_owned(), value);
+                        }
+                    }
+                    Value::Object(object)
+                });
+            prop_oneof![9 => object, 1 => json()]
+        }
+
+        fn status() -> impl Strategy<Value = StatusCode> {
+            prop_oneof![
+                Just(StatusCode::OK),
+                Just(StatusCode::BAD_REQUEST),
+                Just(StatusCode::UNAUTHORIZED),
+                Just(StatusCode::TOO_MANY_REQUESTS),
+                (100u16..600).prop_map(|s| StatusCode::from_u16(s).unwrap()),
+            ]
+        }
+
+        /// No error text shows the secret, nor the answer's token when it
+        /// carries one, nor their first characters (what a cut through
+        /// them would leave).
+        fn assert_clean(result: &Result<TokenResponse, Error>, carries_token: bool) {
+            if let Err(err) = result {
+                let shown = format!("{err} {err:?} {:?}", err.retry_after());
+                assert!(!shown.contains(&SECRET[..4]), "the secret shows: {shown}");
+                assert!(
+                    !(carries_token && shown.contains(&TOKEN[..4])),
+                    "the token shows: {shown}"
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_nor_leak(
+                status in status(),
+                body in prop::collection::vec(any::<u8>(), 0..512),
+            ) {
+                assert_clean(&parse_response(status, None, &body, &[SECRET]), false);
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics_nor_leaks(
+                status in status(),
+                mut value in answer(),
+                with_token in any::<bool>(),
+            ) {
+                // When the answer carries the token, whatever else is wrong
+                // with it, no error may quote it.
+                let mut carries_token = false;
+                if let (Value::Object(object), true) = (&mut value, with_token) {
+                    object.insert("access_token".into(), Value::String(TOKEN.into()));
+                    carries_token = true;
+                }
+                let body = serde_json::to_vec(&value).unwrap();
+                let result = parse_response(status, Some(Duration::from_secs(1)), &body, &[SECRET]);
+                assert_clean(&result, carries_token);
+                if let Ok(token) = result {
+                    prop_assert!(token.lifetime > Duration::ZERO && token.lifetime <= MAX_TOKEN_LIFETIME);
+                    prop_assert!(!token.access_token.is_empty());
+                }
+            }
+
+            #[test]
+            fn any_retry_after_is_bounded(raw in prop::collection::vec(any::<u8>(), 0..64), digits in "[0-9]{1,40}") {
+                for bytes in [raw.as_slice(), digits.as_bytes()] {
+                    if let Ok(value) = HeaderValue::from_bytes(bytes) {
+                        if let Some(wait) = parse_retry_after(&value, SystemTime::now()) {
+                            prop_assert!(wait <= MAX_RETRY_AFTER);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! A token read from a token store passes the same checks as a fresh one and
+//! is trusted no longer than the store says is left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use myinvois_auth::{LoginSlot, MemoryTokenStore, StoreError, StoredToken, TokenStore};
+
+use crate::support::{Identity, TOKEN_MARK};
+
+/// A store whose every `load` answers `token`; everything else is a memory store.
+#[derive(Debug)]
+struct Answering {
+    token: StoredToken,
+    inner: MemoryTokenStore,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for Answering {
+    async fn load(&self, _key: &str) -> Result<Option<StoredToken>, StoreError> {
+        Ok(Some(self.token.clone()))
+    }
+    async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
+        self.inner.save(key, token).await
+    }
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.try_lock(key, owner, ttl).await
+    }
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.unlock(key, owner).await
+    }
+    async fn reserve_login(
+        &self,
+        budget: &str,
+        interval: Duration,
+        max_wait: Duration,
+    ) -> Result<LoginSlot, StoreError> {
+        self.inner.reserve_login(budget, interval, max_wait).await
+    }
+    async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError> {
+        self.inner.block_logins(budget, duration).await
+    }
+}
+
+const STORED: &str = "STOREDTOKEN";
+
+fn stored(
+    access_token: &str,
+    issued_in: chrono::Duration,
+    lifetime: chrono::Duration,
+    remaining: Duration,
+) -> StoredToken {
+    let issued_at = Utc::now() + issued_in;
+    StoredToken {
+        access_token: access_token.to_owned(),
+        issued_at,
+        expires_at: issued_at + lifetime,
+        scope: None,
+        remaining,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_token_that_fails_a_check_is_never_served_and_a_login_happens() {
+    let hour = chrono::Duration::hours(1);
+    let minute = Duration::from_secs(60);
+    let cases = [
+        (
+            "a 100-year expiry",
+            stored(
+                STORED,
+                chrono::Duration::zero(),
+                chrono::Duration::days(36_500),
+                minute,
+            ),
+        ),
+        (
+            "an empty token",
+            stored("", chrono::Duration::zero(), hour, minute),
+        ),
+        (
+            "CR/LF in the token",
+            stored("abc\r\nX-Evil: 1", chrono::Duration::zero(), hour, minute),
+        ),
+        (
+            "a space in the token",
+            stored("abc def", chrono::Duration::zero(), hour, minute),
+        ),
+        (
+            "issued a year in the future",
+            stored(STORED, chrono::Duration::days(365), hour, minute),
+        ),
+        (
+            "expiry before issue",
+            stored(STORED, chrono::Duration::zero(), -hour, minute),
+        ),
+        (
+            "nothing left",
+            stored(STORED, chrono::Duration::zero(), hour, Duration::ZERO),
+        ),
+    ];
+    for (what, token) in cases {
+        let identity = Identity::start().await;
+        let store = Answering {
+            token,
+            inner: MemoryTokenStore::new(),
+        };
+        let cache = identity
+            .builder()
+            .token_store(Arc::new(store))
+            .build()
+            .unwrap();
+        let served = cache.token().await.unwrap();
+        assert!(
+            served.secret().starts_with(TOKEN_MARK),
+            "{what}: the stored token was served"
+        );
+        assert_eq!(identity.login_count().await, 1, "{what}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_stored_token_is_served_for_what_the_store_says_is_left_and_no_longer() {
+    let identity = Identity::start().await;
+    // Its wall-clock times claim an hour; the store says 60 s are left.
+    let store = Answering {
+        token: stored(
+            STORED,
+            chrono::Duration::minutes(-1),
+            chrono::Duration::hours(1),
+            Duration::from_secs(60),
+        ),
+        inner: MemoryTokenStore::new(),
+    };
+    let cache = identity
+        .builder()
+        .token_store(Arc::new(store))
+        .refresh_before(Duration::ZERO)
+        .build()
+        .unwrap();
+    let token = cache.token().await.unwrap();
+    assert_eq!(token.secret(), STORED);
+    assert_eq!(identity.login_count().await, 0);
+    let left = token.expires_at() - Utc::now();
+    assert!(
+        left <= chrono::Duration::seconds(61),
+        "trusted beyond what the store said: {left}"
+    );
+    // Past those 60 s the cached token is not served any more: the cache
+    // asks the store again (this one answers the same for ever).
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(!cache.token().await.unwrap().same_token(&token));
+}
