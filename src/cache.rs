@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use crate::clock::Now;
 use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
-use crate::entry::{Context, Entry};
+use crate::context::Context;
+use crate::entry::Entry;
 use crate::error::Error;
 use crate::stats::CacheStats;
 use crate::taxpayer::OnBehalfOf;

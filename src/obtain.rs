@@ -1,0 +1,217 @@
+//! How an entry obtains a new token: one another process already shared
+//! through the token store, or a login of this process, made under the
+//! entry's lock in the store (one login per key across a fleet) and within
+//! the client ID's login budget (this process's and the fleet's).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::budget::DEFAULT_RATE_LIMIT_BACKOFF;
+use crate::entry::{Entry, REFRESH_MARGIN};
+use crate::error::Error;
+use crate::login::login;
+use crate::stats::Counters;
+use crate::store::{lock_owner, LoginSlot, StoreError};
+use crate::token::AccessToken;
+
+/// How long a login may take, for the lock, when no login timeout is set.
+const LOCK_LOGIN_ALLOWANCE: Duration = Duration::from_secs(60);
+/// While another process holds an entry's login lock, look for its token this often.
+const FLEET_POLL: Duration = Duration::from_millis(100);
+/// Budget for one token-store call (stores have their own, shorter, limits).
+const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
+
+impl Entry {
+    /// Gets a new token for the entry: one another process already obtained,
+    /// or a login of this process under the entry's lock in the token store,
+    /// so that one process in a fleet logs in per key.
+    pub(crate) async fn obtain(
+        &self,
+        reason: &'static str,
+        deadline: Instant,
+    ) -> Result<AccessToken, Error> {
+        let ctx = &self.ctx;
+        let store = &ctx.settings.token_store;
+        // The token to improve on: the one held (a refresh), or one rejected.
+        let rejected = self.rejected_until.load(Ordering::Relaxed);
+        let have = match self.current.load().as_ref() {
+            Some(current) => Some(current.expires),
+            None => (rejected > 0).then(|| ctx.clock.at(rejected)),
+        };
+        if let Some(token) = self.shared_token(have).await {
+            return Ok(token);
+        }
+        let owner = lock_owner();
+        // The lock covers the wait for a budget slot and the login itself;
+        // others give up waiting for our token when it could no longer come.
+        let login_time = ctx.settings.login_timeout.unwrap_or(LOCK_LOGIN_ALLOWANCE);
+        let hold_for = deadline.saturating_duration_since(Instant::now())
+            + login_time
+            + Duration::from_secs(5);
+        let give_up = deadline + login_time;
+        let started = Instant::now();
+        loop {
+            match self
+                .store("lock", store.try_lock(&self.store_key, &owner, hold_for))
+                .await
+            {
+                // Ours, or no store to ask: log in ourselves.
+                Some(true) | None => break,
+                Some(false) => {
+                    if Instant::now() >= give_up {
+                        return Err(Error::timeout(started.elapsed()));
+                    }
+                    tokio::time::sleep(FLEET_POLL).await;
+                    if let Some(token) = self.shared_token(have).await {
+                        return Ok(token);
+                    }
+                }
+            }
+        }
+        // Another process may have finished just before we took the lock.
+        let result = match self.shared_token(have).await {
+            Some(token) => Ok(token),
+            None => {
+                let result = self.login_within_budget(reason, deadline).await;
+                if let Ok(token) = &result {
+                    let stored = token.to_stored(Instant::now());
+                    self.store("save", store.save(&self.store_key, &stored))
+                        .await;
+                }
+                result
+            }
+        };
+        self.store("unlock", store.unlock(&self.store_key, &owner))
+            .await;
+        result
+    }
+
+    /// A token in the store that is valid for a while and, for a refresh,
+    /// newer than the one held (`have` is its expiry).
+    async fn shared_token(&self, have: Option<Instant>) -> Option<AccessToken> {
+        let stored = self
+            .store("load", self.ctx.settings.token_store.load(&self.store_key))
+            .await??;
+        let token = match AccessToken::from_stored(
+            stored,
+            &self.ctx.clock,
+            Instant::now(),
+            self.on_behalf_of.clone(),
+            self.ctx.settings.refresh_before,
+        ) {
+            Ok(token) => token,
+            Err(reason) => {
+                tracing::warn!(entry = %self.label, %reason, "token in the token store refused; logging in instead");
+                return None;
+            }
+        };
+        let valid_until = token.0.expires;
+        let newer = have.is_none_or(|have| valid_until > have + Duration::from_secs(1));
+        if newer && valid_until > Instant::now() + REFRESH_MARGIN {
+            tracing::info!(entry = %self.label, expires_at = %token.expires_at(), "token taken from the token store");
+            Some(token)
+        } else {
+            None
+        }
+    }
+
+    /// Runs a token-store call; on failure or slowness, logs a warning and
+    /// returns `None`, so the caller goes on as a single process would.
+    async fn store<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(STORE_CALL_LIMIT, call).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::warn!(entry = %self.label, what, %error, "token store unavailable; going on without it");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(entry = %self.label, what, "token store too slow; going on without it");
+                None
+            }
+        }
+    }
+
+    /// Takes a slot from this process's budget and then from the fleet's (the
+    /// token store's), and logs in.
+    async fn login_within_budget(
+        &self,
+        reason: &'static str,
+        deadline: Instant,
+    ) -> Result<AccessToken, Error> {
+        let ctx = &self.ctx;
+        if let Err(error) = ctx.budget.acquire(deadline).await {
+            return Err(self.refused(reason, error));
+        }
+        let interval = ctx
+            .settings
+            .login_rate_limit
+            .map_or(Duration::ZERO, |limit| limit.interval());
+        let max_wait = deadline.saturating_duration_since(Instant::now());
+        let store = &ctx.settings.token_store;
+        match self
+            .store(
+                "reserve",
+                store.reserve_login(&ctx.budget_key, interval, max_wait),
+            )
+            .await
+        {
+            // No timer for a zero wait: a pending timer lets a paused clock jump.
+            Some(LoginSlot::After(wait)) if !wait.is_zero() => tokio::time::sleep(wait).await,
+            Some(LoginSlot::After(_)) => {}
+            Some(LoginSlot::Refused(next)) => {
+                let error = Error::RateLimited {
+                    retry_after: Some(next),
+                };
+                return Err(self.refused(reason, error));
+            }
+            None => {}
+        }
+        Counters::bump(&ctx.counters.logins);
+        let started = Instant::now();
+        tracing::debug!(entry = %self.label, reason, "login started");
+        let result = login(&ctx.settings, self.on_behalf_of.as_ref())
+            .await
+            .map(|issued| {
+                let sent_at_utc = ctx.clock.utc(issued.sent_at);
+                AccessToken::new(
+                    issued,
+                    sent_at_utc,
+                    self.on_behalf_of.clone(),
+                    ctx.settings.refresh_before,
+                )
+            });
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(token) => tracing::info!(
+                entry = %self.label,
+                reason,
+                elapsed_ms,
+                expires_at = %token.expires_at(),
+                "login succeeded"
+            ),
+            Err(error) => {
+                if let Error::RateLimited { retry_after } = error {
+                    Counters::bump(&ctx.counters.logins_rate_limited);
+                    let retry = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF);
+                    ctx.budget.block_for(retry);
+                    self.store("block", store.block_logins(&ctx.budget_key, retry))
+                        .await;
+                }
+                tracing::warn!(entry = %self.label, reason, elapsed_ms, %error, "login failed");
+            }
+        }
+        result
+    }
+
+    fn refused(&self, reason: &'static str, error: Error) -> Error {
+        Counters::bump(&self.ctx.counters.logins_refused_by_budget);
+        tracing::warn!(entry = %self.label, reason, %error, "no login slot in time");
+        error
+    }
+}
