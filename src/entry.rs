@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::budget::Urgency;
 use crate::clock::Now;
 use crate::context::Context;
 use crate::error::Error;
-use crate::flight::{is_running, LoginResult};
+use crate::flight::Flight;
 use crate::freshness::should_refresh;
 use crate::stats::Counters;
 use crate::store::entry_key;
@@ -56,7 +56,7 @@ pub(crate) struct Entry {
     /// rejected is never taken back.
     pub(crate) rejected_until: AtomicU64,
     /// The login in flight, if any.
-    pub(crate) inflight: Mutex<Option<watch::Receiver<LoginResult>>>,
+    pub(crate) inflight: Mutex<Option<Flight>>,
 }
 
 impl Entry {
@@ -182,7 +182,7 @@ impl Entry {
             return;
         }
         let mut inflight = self.inflight.lock();
-        if is_running(inflight.as_ref()) {
+        if inflight.as_ref().is_some_and(Flight::is_running) {
             return;
         }
         let retry = now + ctx.settings.refresh_retry_after;
@@ -191,9 +191,10 @@ impl Entry {
         let deadline = expires
             .checked_sub(REFRESH_MARGIN)
             .map_or(now, |d| d.max(now));
-        if let Ok(rx) = self.spawn_login("refresh ahead of expiry", deadline) {
+        if let Ok(flight) = self.spawn_login("refresh ahead of expiry", Urgency::refresh(deadline))
+        {
             Counters::bump(&ctx.counters.refreshes_ahead);
-            *inflight = Some(rx);
+            *inflight = Some(flight);
         }
     }
 }

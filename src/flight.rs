@@ -9,11 +9,27 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::budget::Urgency;
+use crate::clock::after;
 use crate::entry::Entry;
 use crate::error::Error;
 use crate::token::AccessToken;
 
 pub(crate) type LoginResult = Option<Result<AccessToken, Error>>;
+
+/// The login in flight for an entry: its result, once there is one, and how
+/// urgently it needs a slot from the login budget.
+pub(crate) struct Flight {
+    pub(crate) rx: watch::Receiver<LoginResult>,
+    pub(crate) urgency: Arc<Urgency>,
+}
+
+impl Flight {
+    /// A login is running while its task still holds the sender.
+    pub(crate) fn is_running(&self) -> bool {
+        self.rx.has_changed().is_ok()
+    }
+}
 
 impl Entry {
     /// Waits for a login's token. A login that started long ago can deliver a
@@ -40,12 +56,17 @@ impl Entry {
             if let Some(token) = self.cached(self.ctx.clock.now()) {
                 return Ok(token);
             }
+            let deadline = after(Instant::now(), self.ctx.settings.max_login_wait);
             match inflight.as_ref() {
-                Some(rx) if is_running(Some(rx)) => rx.clone(),
+                Some(flight) if flight.is_running() => {
+                    // Perhaps a queued background refresh: it is urgent now.
+                    flight.urgency.join_as_caller(deadline);
+                    flight.rx.clone()
+                }
                 _ => {
-                    let deadline = Instant::now() + self.ctx.settings.max_login_wait;
-                    let rx = self.spawn_login("no valid token", deadline)?;
-                    *inflight = Some(rx.clone());
+                    let flight = self.spawn_login("no valid token", Urgency::caller(deadline))?;
+                    let rx = flight.rx.clone();
+                    *inflight = Some(flight);
                     rx
                 }
             }
@@ -58,19 +79,21 @@ impl Entry {
     }
 
     /// Starts the login task. Called with `inflight` locked, so at most one
-    /// runs. The login waits for a budget slot until `deadline`.
+    /// runs. The login waits for a budget slot as `urgency` says.
     pub(crate) fn spawn_login(
         self: &Arc<Self>,
         reason: &'static str,
-        deadline: Instant,
-    ) -> Result<watch::Receiver<LoginResult>, Error> {
+        urgency: Urgency,
+    ) -> Result<Flight, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::InvalidConfig("the token cache must be used inside a tokio runtime".into())
         })?;
         let (tx, rx) = watch::channel(None);
+        let urgency = Arc::new(urgency);
         let entry = Arc::clone(self);
+        let wanted = Arc::clone(&urgency);
         runtime.spawn(async move {
-            let result = entry.obtain(reason, deadline).await;
+            let result = entry.obtain(reason, &wanted).await;
             if let Ok(token) = &result {
                 entry.current.store(Some(Arc::clone(&token.0)));
                 // The retry pause is for failed refreshes only: the new
@@ -82,11 +105,6 @@ impl Entry {
             *entry.inflight.lock() = None;
             let _ = tx.send(Some(result));
         });
-        Ok(rx)
+        Ok(Flight { rx, urgency })
     }
-}
-
-/// A login is running while its task still holds the sender.
-pub(crate) fn is_running(rx: Option<&watch::Receiver<LoginResult>>) -> bool {
-    rx.is_some_and(|rx| rx.has_changed().is_ok())
 }

@@ -107,7 +107,7 @@ pub use error::{Error, OAuthErrorCode};
 pub use middleware::AuthMiddleware;
 pub use response::MAX_RETRY_AFTER;
 pub use stats::CacheStats;
-pub use store::{LoginSlot, MemoryTokenStore, StoreError, StoredToken, TokenStore};
+pub use store::{LoginSlot, MemoryTokenStore, SlotRequest, StoreError, StoredToken, TokenStore};
 #[cfg(feature = "redis")]
 pub use store::{RedisTokenStore, DEFAULT_REDIS_PREFIX};
 pub use taxpayer::OnBehalfOf;

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::budget::DEFAULT_RATE_LIMIT_BACKOFF;
+use crate::budget::{Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
+use crate::clock::after;
 use crate::entry::{Entry, REFRESH_MARGIN};
 use crate::error::Error;
 use crate::login::login;
 use crate::stats::Counters;
-use crate::store::{lock_owner, LoginSlot, StoreError};
+use crate::store::{lock_owner, LoginSlot, SlotRequest, StoreError};
 use crate::token::AccessToken;
 
 /// How long a login may take, for the lock, when no login timeout is set.
@@ -30,9 +31,10 @@ impl Entry {
     pub(crate) async fn obtain(
         &self,
         reason: &'static str,
-        deadline: Instant,
+        urgency: &Urgency,
     ) -> Result<AccessToken, Error> {
         let ctx = &self.ctx;
+        let deadline = urgency.get().deadline;
         let store = &ctx.settings.token_store;
         // The token to improve on: the one held (a refresh), or one rejected.
         let rejected = self.rejected_until.load(Ordering::Relaxed);
@@ -74,7 +76,7 @@ impl Entry {
         let result = match self.shared_token(have).await {
             Some(token) => Ok(token),
             None => {
-                let result = self.login_within_budget(reason, deadline).await;
+                let result = self.login_within_budget(reason, urgency).await;
                 if let Ok(token) = &result {
                     let stored = token.to_stored(Instant::now());
                     self.store("save", store.save(&self.store_key, &stored))
@@ -142,35 +144,48 @@ impl Entry {
     async fn login_within_budget(
         &self,
         reason: &'static str,
-        deadline: Instant,
+        urgency: &Urgency,
     ) -> Result<AccessToken, Error> {
         let ctx = &self.ctx;
-        if let Err(error) = ctx.budget.acquire(deadline).await {
-            return Err(self.refused(reason, error));
-        }
-        let interval = ctx
-            .settings
-            .login_rate_limit
-            .map_or(Duration::ZERO, |limit| limit.interval());
-        let max_wait = deadline.saturating_duration_since(Instant::now());
         let store = &ctx.settings.token_store;
-        match self
-            .store(
-                "reserve",
-                store.reserve_login(&ctx.budget_key, interval, max_wait),
-            )
-            .await
-        {
-            // No timer for a zero wait: a pending timer lets a paused clock jump.
-            Some(LoginSlot::After(wait)) if !wait.is_zero() => tokio::time::sleep(wait).await,
-            Some(LoginSlot::After(_)) => {}
-            Some(LoginSlot::Refused(next)) => {
-                let error = Error::RateLimited {
-                    retry_after: Some(next),
-                };
-                return Err(self.refused(reason, error));
+        loop {
+            let grant = match ctx.budget.acquire(urgency, None).await {
+                Ok(grant) => grant,
+                Err(error) => return Err(self.refused(reason, error)),
+            };
+            let Some(limit) = ctx.budget.limit() else {
+                grant.keep();
+                break;
+            };
+            let request = SlotRequest {
+                count: limit.count,
+                window: limit.window(),
+                pace: grant.paced().then(|| limit.interval()),
+                id: lock_owner(),
+            };
+            match self
+                .store("reserve", store.reserve_login(&ctx.budget_key, &request))
+                .await
+            {
+                // Ours fleet-wide, or no store to ask: log in.
+                Some(LoginSlot::Granted) | None => {
+                    grant.keep();
+                    break;
+                }
+                Some(LoginSlot::Wait(wait)) => {
+                    // Not ours after all: give the local slot back, and wait
+                    // for the fleet's window if the deadline allows.
+                    drop(grant);
+                    let at = after(Instant::now(), wait);
+                    if at > urgency.get().deadline {
+                        let error = Error::RateLimited {
+                            retry_after: Some(wait),
+                        };
+                        return Err(self.refused(reason, error));
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
             }
-            None => {}
         }
         Counters::bump(&ctx.counters.logins);
         let started = Instant::now();

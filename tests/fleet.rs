@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use myinvois_auth::{AuthMiddleware, Credentials, Error, RedisTokenStore, TokenCache};
+use myinvois_auth::{
+    AuthMiddleware, Credentials, Error, LoginSlot, RedisTokenStore, SlotRequest, TokenCache,
+    TokenStore,
+};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -283,6 +286,21 @@ async fn fleet_worker() {
             let taxpayers: usize = env("FLEET_TAXPAYERS").parse().unwrap();
             let until = Instant::now() + Duration::from_secs(env("FLEET_SECONDS").parse().unwrap());
             let (mut served, mut limited) = (0, 0);
+            // A cold start: every worker asks for its share of the
+            // taxpayers at once.
+            let workers: usize = env("FLEET_WORKERS").parse().unwrap();
+            let mut cold = tokio::task::JoinSet::new();
+            for t in (index..taxpayers).step_by(workers) {
+                let cache = cache.clone();
+                cold.spawn(async move { cache.token_on_behalf_of(format!("C{t:010}")).await });
+            }
+            for result in cold.join_all().await {
+                match result {
+                    Ok(_) => served += 1,
+                    Err(Error::RateLimited { .. }) => limited += 1,
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
             let mut i = index;
             while Instant::now() < until {
                 match cache
@@ -357,11 +375,12 @@ async fn four_processes_through_expiries_make_one_login_per_refresh_and_no_expir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn six_processes_and_30_taxpayers_stay_within_12_logins_a_minute_fleet_wide() {
+async fn six_processes_and_30_cold_taxpayers_log_12_in_at_once_and_stay_within_12_a_minute() {
     let redis = Redis::start();
     let (server, service) = Service::start(3600).await;
     let mut env = worker_env(&server, &redis, "budget");
     env.push(("FLEET_TAXPAYERS", "30".into()));
+    env.push(("FLEET_WORKERS", "6".into()));
     env.push(("FLEET_SECONDS", "65".into()));
     let reports = reports(spawn_workers(6, "budget", &env));
     let logins = service.login_times();
@@ -378,6 +397,13 @@ async fn six_processes_and_30_taxpayers_stay_within_12_logins_a_minute_fleet_wid
         logins.len()
     );
     assert!(most <= 12, "{most} logins in one 60 s window");
+    // The window has room at the start: 12 logins in the first second,
+    // fleet-wide (the fleet's window lets them all out at once).
+    assert!(
+        logins[11] - logins[0] < Duration::from_secs(1),
+        "the first 12 logins took {:?}",
+        logins[11] - logins[0]
+    );
     assert!(
         logins.len() >= 12,
         "the limit was not reached: {}",
@@ -436,7 +462,6 @@ async fn calls_keep_working_while_redis_is_down_and_sharing_resumes_when_it_retu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
-    use myinvois_auth::{LoginSlot, TokenStore};
     let redis = Redis::start();
     let identity = MockServer::start().await;
     Mock::given(method("POST"))
@@ -459,61 +484,79 @@ async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
     let other = RedisTokenStore::with_prefix(&redis.url(), "retry").unwrap();
     let budget = budget_key_of(&identity.uri());
     match other
-        .reserve_login(&budget, Duration::from_secs(5), Duration::from_secs(10))
+        .reserve_login(&budget, &slot(12, 60, None))
         .await
         .unwrap()
     {
-        LoginSlot::Refused(wait) => {
+        LoginSlot::Wait(wait) => {
             assert!(
                 wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
                 "{wait:?}"
             )
         }
-        other => panic!("expected a refusal, got {other:?}"),
+        other => panic!("expected to wait, got {other:?}"),
     }
-    // A wait that covers the block is granted, at its end.
-    match other
-        .reserve_login(&budget, Duration::from_secs(5), Duration::from_secs(40))
-        .await
-        .unwrap()
-    {
-        LoginSlot::After(wait) => assert!(wait > Duration::from_secs(25), "{wait:?}"),
-        other => panic!("expected a slot, got {other:?}"),
+}
+
+fn slot(count: u32, window_secs: u64, pace: Option<Duration>) -> SlotRequest {
+    SlotRequest {
+        count,
+        window: Duration::from_secs(window_secs),
+        pace,
+        id: format!("{:?}", std::time::SystemTime::now()),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_slots_are_paced_across_connections_by_redis() {
-    use myinvois_auth::{LoginSlot, TokenStore};
+async fn the_fleet_window_lets_count_logins_out_at_once_across_connections() {
     let redis = Redis::start();
-    let one = RedisTokenStore::with_prefix(&redis.url(), "pace").unwrap();
-    let two = RedisTokenStore::with_prefix(&redis.url(), "pace").unwrap();
-    let step = Duration::from_secs(5);
-    let max_wait = Duration::from_secs(12);
-    // Two connections alternate: slots 0, 5 and 10 s away are granted ...
-    let mut waits = Vec::new();
+    let one = RedisTokenStore::with_prefix(&redis.url(), "window").unwrap();
+    let two = RedisTokenStore::with_prefix(&redis.url(), "window").unwrap();
+    // Three logins in a 10 s window, from two connections, at once ...
     for store in [&one, &two, &one] {
-        match store.reserve_login("b", step, max_wait).await.unwrap() {
-            LoginSlot::After(wait) => waits.push(wait),
-            LoginSlot::Refused(next) => panic!("refused, next in {next:?}; before: {waits:?}"),
-        }
-    }
-    for (wait, secs) in waits.iter().zip([0u64, 5, 10]) {
-        assert!(
-            wait.abs_diff(Duration::from_secs(secs)) < Duration::from_millis(300),
-            "{waits:?}"
+        assert_eq!(
+            store.reserve_login("b", &slot(3, 10, None)).await.unwrap(),
+            LoginSlot::Granted
         );
     }
-    // ... and the next, 15 s away, is beyond the 12 s wait: refused.
-    match two.reserve_login("b", step, max_wait).await.unwrap() {
-        LoginSlot::Refused(next) => {
-            assert!(
-                next.abs_diff(Duration::from_secs(15)) < Duration::from_millis(300),
-                "{next:?}"
-            )
-        }
-        other => panic!("expected a refusal, got {other:?}"),
+    // ... and the fourth waits for the first to leave the window.
+    match two.reserve_login("b", &slot(3, 10, None)).await.unwrap() {
+        LoginSlot::Wait(wait) => assert!(
+            wait > Duration::from_secs(9) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        ),
+        other => panic!("expected to wait, got {other:?}"),
     }
+    // A reservation given back frees its slot.
+    let kept = slot(3, 10, None);
+    let other = RedisTokenStore::with_prefix(&redis.url(), "window").unwrap();
+    assert_eq!(
+        other.reserve_login("c", &kept).await.unwrap(),
+        LoginSlot::Granted
+    );
+    assert!(matches!(
+        other.reserve_login("c", &slot(1, 10, None)).await.unwrap(),
+        LoginSlot::Wait(_)
+    ));
+    other.release_login("c", &kept.id).await.unwrap();
+    assert_eq!(
+        other.reserve_login("c", &slot(1, 10, None)).await.unwrap(),
+        LoginSlot::Granted
+    );
+    // Paced requests (refreshes) keep their pace although the window has room.
+    let pace = Some(Duration::from_secs(5));
+    assert_eq!(
+        one.reserve_login("d", &slot(12, 60, pace)).await.unwrap(),
+        LoginSlot::Granted
+    );
+    match two.reserve_login("d", &slot(12, 60, pace)).await.unwrap() {
+        LoginSlot::Wait(wait) => assert!(wait > Duration::from_secs(4), "{wait:?}"),
+        other => panic!("expected to wait for the pace, got {other:?}"),
+    }
+    assert_eq!(
+        two.reserve_login("d", &slot(12, 60, None)).await.unwrap(),
+        LoginSlot::Granted
+    );
 }
 
 /// The budget key the cache uses for a client ID at this identity URL.

@@ -6,13 +6,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{drop_expired, LoginSlot, StoreError, StoredToken, TokenStore};
+use super::{drop_expired, StoreError, StoredToken, TokenStore};
 
 /// A store in this process's memory: the default. Shared between caches only
 /// if they are given the same instance.
 ///
-/// Its login reservations always succeed at once: inside one process the
-/// cache's own login budget already paces logins per client ID.
+/// It shares no login budget (the trait's default): inside one process the
+/// cache's own budget already limits logins per client ID.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -77,19 +77,6 @@ impl TokenStore for MemoryTokenStore {
         if locks.get(key).is_some_and(|(held_by, _)| held_by == owner) {
             locks.remove(key);
         }
-        Ok(())
-    }
-
-    async fn reserve_login(
-        &self,
-        _budget: &str,
-        _interval: Duration,
-        _max_wait: Duration,
-    ) -> Result<LoginSlot, StoreError> {
-        Ok(LoginSlot::After(Duration::ZERO))
-    }
-
-    async fn block_logins(&self, _budget: &str, _duration: Duration) -> Result<(), StoreError> {
         Ok(())
     }
 }

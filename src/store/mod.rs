@@ -8,8 +8,9 @@
 //! 1. **load** a token another process may already hold for the entry;
 //! 2. otherwise take the entry's **lock**, so one process in the fleet logs
 //!    in per key while the others wait for the token to appear;
-//! 3. **reserve** a fleet-wide login slot (the client ID's budget, paced
-//!    across all processes), log in, **save** the token until it expires;
+//! 3. **reserve** a fleet-wide login slot (the client ID's budget: at most
+//!    `count` logins in any window, across all processes), log in, **save**
+//!    the token until it expires;
 //! 4. on a 429, **block** logins fleet-wide for its `Retry-After`.
 //!
 //! A store that fails or answers slowly is never fatal: the cache logs a
@@ -71,13 +72,29 @@ impl fmt::Debug for StoredToken {
     }
 }
 
+/// What [`TokenStore::reserve_login`] is asked for: a slot in a window of
+/// `window` holding at most `count` logins, fleet-wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// At most this many logins in any window.
+    pub count: u32,
+    /// The window's length (the budget's period plus its jitter margin).
+    pub window: Duration,
+    /// For a background refresh: keep at least this long after the last
+    /// paced login (refreshes spread evenly; callers without a token don't wait).
+    pub pace: Option<Duration>,
+    /// Names this reservation, so that [`release_login`](TokenStore::release_login)
+    /// can give it back if the login is never sent.
+    pub id: String,
+}
+
 /// The answer to [`TokenStore::reserve_login`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginSlot {
-    /// A slot is reserved: log in after waiting this long.
-    After(Duration),
-    /// No slot within the allowed wait; the next one is this far away.
-    Refused(Duration),
+    /// Reserved now: log in.
+    Granted,
+    /// No slot now; the earliest one may free this far away (ask again then).
+    Wait(Duration),
 }
 
 /// A store failed or is unreachable. The cache falls back to behaving as a
@@ -108,17 +125,34 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// Releases the lock of `key` if `owner` still holds it.
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError>;
 
-    /// Reserves the next login slot of `budget`, logins being paced one per
-    /// `interval`, unless it lies more than `max_wait` away.
+    /// Reserves a login slot of `budget` now if the window has room (and,
+    /// for a paced request, the pace allows), atomically across processes
+    /// and by the store's own clock; otherwise says how long until one may free.
+    ///
+    /// The default shares no budget: it always grants, leaving the limit to
+    /// the cache's own (process-wide) budget, as [`MemoryTokenStore`] does.
     async fn reserve_login(
         &self,
         budget: &str,
-        interval: Duration,
-        max_wait: Duration,
-    ) -> Result<LoginSlot, StoreError>;
+        request: &SlotRequest,
+    ) -> Result<LoginSlot, StoreError> {
+        let _ = (budget, request);
+        Ok(LoginSlot::Granted)
+    }
+
+    /// Gives back the reservation `id` of `budget`: its login was never sent.
+    /// The default does nothing.
+    async fn release_login(&self, budget: &str, id: &str) -> Result<(), StoreError> {
+        let _ = (budget, id);
+        Ok(())
+    }
 
     /// No login slot of `budget` before `duration` from now (a 429 was seen).
-    async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError>;
+    /// The default does nothing (the cache's own budget is blocked anyway).
+    async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError> {
+        let _ = (budget, duration);
+        Ok(())
+    }
 }
 
 /// The store key of an entry: a hash, so that identity URL, client ID, scope

@@ -2,14 +2,16 @@
 //! fleet of processes through Redis.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::DateTime;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{LoginSlot, StoreError, StoredToken, TokenStore};
+use super::{LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore};
 
 /// Default key prefix of [`RedisTokenStore`].
 pub const DEFAULT_PREFIX: &str = "myinvois-auth";
@@ -17,26 +19,43 @@ pub const DEFAULT_PREFIX: &str = "myinvois-auth";
 const RECONNECT_AFTER: Duration = Duration::from_secs(5);
 /// Each Redis call gets this long.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Making the connection gets this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Reserves the next paced login slot, by Redis' own clock (so the hosts'
-/// clocks do not matter): KEYS[1] budget hash, ARGV[1] interval ms,
-/// ARGV[2] max wait ms. Returns {1, wait} or {0, wait}.
+/// Reserves a login slot by the sliding-window rule, atomically and by
+/// Redis' own clock (so the hosts' clocks do not matter). KEYS[1]: sorted
+/// set of the window's logins (score: ms), KEYS[2]: hash {blocked, paced}.
+/// ARGV: count, window ms, pace ms (0: not paced), reservation id.
+/// Returns {1, 0} when granted, {0, ms until a slot may free} otherwise.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local next_slot = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')
-local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
-local slot = math.max(now, next_slot, blocked)
-local wait = slot - now
-if wait > tonumber(ARGV[2]) then
-  return {0, wait}
+local count, window, pace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local blocked = tonumber(redis.call('HGET', KEYS[2], 'blocked') or '0')
+if blocked > now then
+  return {0, blocked - now}
 end
-redis.call('HSET', KEYS[1], 'next', slot + tonumber(ARGV[1]))
-redis.call('PEXPIRE', KEYS[1], wait + tonumber(ARGV[1]) + 3600000)
-return {1, wait}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= count then
+  local oldest = redis.call('ZRANGE', KEYS[1], n - count, n - count, 'WITHSCORES')
+  return {0, math.max(1, tonumber(oldest[2]) + window - now)}
+end
+if pace > 0 then
+  local last = tonumber(redis.call('HGET', KEYS[2], 'paced') or '0')
+  if now < last + pace then
+    return {0, last + pace - now}
+  end
+  redis.call('HSET', KEYS[2], 'paced', now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window + 1000)
+redis.call('PEXPIRE', KEYS[2], math.max(window, blocked - now) + 1000)
+return {1, 0}
 "#;
 
 /// Blocks the budget for ARGV[1] ms from Redis' now, keeping a later block.
+/// KEYS[1]: the budget's hash.
 const BLOCK: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -45,7 +64,8 @@ local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
 if until_ms > blocked then
   redis.call('HSET', KEYS[1], 'blocked', until_ms)
 end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + 3600000)
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], math.max(ttl, tonumber(ARGV[1]) + 1000))
 return 1
 "#;
 
@@ -91,17 +111,20 @@ return 0
 pub struct RedisTokenStore {
     client: redis::Client,
     prefix: String,
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
     load: redis::Script,
     reserve: redis::Script,
     block: redis::Script,
     unlock: redis::Script,
 }
 
-#[derive(Default)]
-struct Connection {
-    manager: Option<ConnectionManager>,
-    next_attempt: Option<Instant>,
+/// The shared connection's state. One connection attempt runs at a time,
+/// in its own task; callers that arrive meanwhile wait for it (bounded)
+/// instead of going on without Redis.
+enum Connection {
+    Down { next_attempt: Option<Instant> },
+    Connecting(watch::Receiver<Option<Result<ConnectionManager, StoreError>>>),
+    Up(ConnectionManager),
 }
 
 impl RedisTokenStore {
@@ -119,7 +142,7 @@ impl RedisTokenStore {
         Ok(RedisTokenStore {
             client,
             prefix: prefix.to_owned(),
-            connection: Mutex::new(Connection::default()),
+            connection: Arc::new(Mutex::new(Connection::Down { next_attempt: None })),
             load: redis::Script::new(LOAD),
             reserve: redis::Script::new(RESERVE),
             block: redis::Script::new(BLOCK),
@@ -127,38 +150,79 @@ impl RedisTokenStore {
         })
     }
 
+    /// `<prefix>:<kind>:{<hash>}`: the hash tag keeps every key of one entry
+    /// (or one budget) in one Cluster slot, so one script can use them all.
     fn key(&self, kind: &str, hash: &str) -> String {
-        format!("{}:{kind}:{hash}", self.prefix)
+        format!("{}:{kind}:{{{hash}}}", self.prefix)
     }
 
     /// The shared connection, made on first use; after a failure, not retried
-    /// for [`RECONNECT_AFTER`]. No lock is held while connecting.
+    /// for [`RECONNECT_AFTER`]. While it is being made, callers wait for it
+    /// (at most the connect timeout). No lock is held across an `.await`.
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        {
+        let mut attempt = {
             let mut state = self.connection.lock();
-            if let Some(manager) = &state.manager {
-                return Ok(manager.clone());
+            match &*state {
+                Connection::Up(manager) => return Ok(manager.clone()),
+                Connection::Connecting(attempt) => attempt.clone(),
+                Connection::Down {
+                    next_attempt: Some(at),
+                } if Instant::now() < *at => {
+                    return Err(StoreError("Redis unavailable; will reconnect later".into()))
+                }
+                Connection::Down { .. } => {
+                    let attempt = self.start_connecting()?;
+                    *state = Connection::Connecting(attempt.clone());
+                    attempt
+                }
             }
-            let now = Instant::now();
-            if state.next_attempt.is_some_and(|at| now < at) {
-                return Err(StoreError("Redis unavailable; will reconnect later".into()));
-            }
-            state.next_attempt = Some(now + RECONNECT_AFTER);
-        }
+        };
+        let outcome = tokio::time::timeout(CONNECT_TIMEOUT, attempt.wait_for(Option::is_some))
+            .await
+            .map_err(|_| StoreError("connecting to Redis timed out".into()))?
+            .map_err(|_| StoreError("the connection attempt was abandoned".into()))?;
+        outcome
+            .clone()
+            .unwrap_or_else(|| Err(StoreError("no connection".into())))
+    }
+
+    /// Starts one connection attempt in its own task (a caller that gives up
+    /// does not cancel it) and records its outcome.
+    fn start_connecting(
+        &self,
+    ) -> Result<watch::Receiver<Option<Result<ConnectionManager, StoreError>>>, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError("not inside a tokio runtime".into()))?;
+        let (tx, rx) = watch::channel(None);
+        let (client, connection) = (self.client.clone(), Arc::clone(&self.connection));
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1);
-        let manager = tokio::time::timeout(
-            CALL_TIMEOUT * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| StoreError("connecting to Redis timed out".into()))?
-        .map_err(redis_error)?;
-        self.connection.lock().manager = Some(manager.clone());
-        tracing::info!("connected to Redis");
-        Ok(manager)
+        let connect = async move {
+            let outcome = match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                ConnectionManager::new_with_config(client, config),
+            )
+            .await
+            {
+                Ok(Ok(manager)) => Ok(manager),
+                Ok(Err(e)) => Err(redis_error(e)),
+                Err(_) => Err(StoreError("connecting to Redis timed out".into())),
+            };
+            *connection.lock() = match &outcome {
+                Ok(manager) => {
+                    tracing::info!("connected to Redis");
+                    Connection::Up(manager.clone())
+                }
+                Err(_) => Connection::Down {
+                    next_attempt: Some(Instant::now() + RECONNECT_AFTER),
+                },
+            };
+            let _ = tx.send(Some(outcome));
+        };
+        runtime.spawn(connect);
+        Ok(rx)
     }
 
     /// Runs one Redis call with the call timeout.
@@ -293,27 +357,41 @@ impl TokenStore for RedisTokenStore {
     async fn reserve_login(
         &self,
         budget: &str,
-        interval: Duration,
-        max_wait: Duration,
+        request: &SlotRequest,
     ) -> Result<LoginSlot, StoreError> {
-        let key = self.key("budget", budget);
+        let (logins, state) = (self.key("logins", budget), self.key("budget", budget));
         let script = &self.reserve;
         let (granted, wait): (i64, i64) = self
             .call(|mut c| async move {
                 script
-                    .key(&key)
-                    .arg(millis(interval))
-                    .arg(millis(max_wait))
+                    .key(&logins)
+                    .key(&state)
+                    .arg(request.count)
+                    .arg(millis(request.window))
+                    .arg(request.pace.map_or(0, millis))
+                    .arg(&request.id)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
         Ok(if granted == 1 {
-            LoginSlot::After(wait)
+            LoginSlot::Granted
         } else {
-            LoginSlot::Refused(wait)
+            LoginSlot::Wait(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
         })
+    }
+
+    async fn release_login(&self, budget: &str, id: &str) -> Result<(), StoreError> {
+        let logins = self.key("logins", budget);
+        self.call(|mut c| async move {
+            redis::cmd("ZREM")
+                .arg(&logins)
+                .arg(id)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
     }
 
     async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError> {

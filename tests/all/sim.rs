@@ -30,6 +30,11 @@ pub struct SimState {
     issued: HashMap<String, (Instant, Option<String>)>,
     /// Force a 429 with this Retry-After on the next login.
     pub next_retry_after: Option<u64>,
+    /// Per taxpayer, when its latest token expires.
+    latest: HashMap<Option<String>, Instant>,
+    /// Lifetime thrown away: what was left of a taxpayer's token when it
+    /// logged in again (refreshed ahead of expiry).
+    pub wasted: Duration,
 }
 
 #[derive(Clone)]
@@ -89,6 +94,12 @@ impl SimIdentity {
     pub fn refused(&self) -> usize {
         self.state.lock().unwrap().refused
     }
+
+    /// Token lifetime thrown away by logging in again before expiry, per login.
+    pub fn wasted_per_login(&self) -> Duration {
+        let state = self.state.lock().unwrap();
+        state.wasted / u32::try_from(state.logins.len().max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 async fn answer(
@@ -126,6 +137,9 @@ async fn answer(
     }
     state.window.push_back(now);
     state.logins.push((now, taxpayer.clone()));
+    if let Some(previous) = state.latest.insert(taxpayer.clone(), now + LIFETIME) {
+        state.wasted += previous.saturating_duration_since(now);
+    }
     let n = state.logins.len();
     let token = format!("SIM-{n}");
     state

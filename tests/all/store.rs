@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use myinvois_auth::{LoginSlot, MemoryTokenStore, StoreError, StoredToken, TokenStore};
+use myinvois_auth::{MemoryTokenStore, StoreError, StoredToken, TokenStore};
 
 use crate::support::{Identity, TOKEN_MARK};
 
@@ -29,17 +29,6 @@ impl TokenStore for Answering {
     }
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         self.inner.unlock(key, owner).await
-    }
-    async fn reserve_login(
-        &self,
-        budget: &str,
-        interval: Duration,
-        max_wait: Duration,
-    ) -> Result<LoginSlot, StoreError> {
-        self.inner.reserve_login(budget, interval, max_wait).await
-    }
-    async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError> {
-        self.inner.block_logins(budget, duration).await
     }
 }
 
