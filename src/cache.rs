@@ -174,8 +174,33 @@ impl TokenCache {
     /// ```
     pub fn rotate_secret(&self, secret: impl Into<SecretString>) -> Result<(), Error> {
         self.inner.ctx.settings.credentials.rotate(secret.into())?;
+        // A new secret may cure what a new login could not (invalid_client).
+        self.for_each_entry(|entry| entry.failures.forget_lasting());
         tracing::info!(client_id = self.client_id(), "client secret rotated");
         Ok(())
+    }
+
+    /// Forgets every remembered login failure, so the next caller of each
+    /// taxpayer logs in again at once: for example after a taxpayer has
+    /// authorised this intermediary in the MyInvois portal, while its
+    /// `invalid_grant` is still answered from memory
+    /// (see [`login_error_backoff`](TokenCacheBuilder::login_error_backoff)).
+    ///
+    /// ```no_run
+    /// # async fn run(cache: myinvois_auth::TokenCache) -> Result<(), myinvois_auth::Error> {
+    /// cache.forget_failures();
+    /// let token = cache.token_on_behalf_of("C25845632020").await?;
+    /// # let _ = token; Ok(()) }
+    /// ```
+    pub fn forget_failures(&self) {
+        self.for_each_entry(|entry| entry.failures.forget());
+    }
+
+    fn for_each_entry(&self, f: impl Fn(&Entry)) {
+        f(&self.inner.plain);
+        for entry in self.inner.taxpayers.read().values() {
+            f(entry);
+        }
     }
 
     /// The environment the cache was built with, if any.

@@ -13,6 +13,9 @@ use url::Url;
 use crate::budget::{RateLimit, DEFAULT_LOGIN_RATE_LIMIT};
 use crate::cache::TokenCache;
 use crate::error::Error;
+use crate::failure::{
+    Backoff, FailurePolicy, DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF,
+};
 use crate::redact;
 use crate::store::{MemoryTokenStore, TokenStore};
 
@@ -207,6 +210,8 @@ pub struct TokenCacheBuilder {
     idle_after: Option<Duration>,
     max_entries: Option<usize>,
     token_store: Option<Arc<dyn TokenStore>>,
+    login_error_backoff: Option<(Duration, Duration)>,
+    transient_error_backoff: Option<(Duration, Duration)>,
 }
 
 /// The checked settings a cache runs with.
@@ -225,6 +230,7 @@ pub(crate) struct Settings {
     pub(crate) idle_after: Duration,
     pub(crate) max_entries: usize,
     pub(crate) token_store: Arc<dyn TokenStore>,
+    pub(crate) failure_policy: FailurePolicy,
 }
 
 impl TokenCacheBuilder {
@@ -243,6 +249,8 @@ impl TokenCacheBuilder {
             idle_after: None,
             max_entries: None,
             token_store: None,
+            login_error_backoff: None,
+            transient_error_backoff: None,
         }
     }
 
@@ -390,6 +398,33 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// How long a login failure that a new login cannot cure (an OAuth error
+    /// such as `invalid_grant` or `invalid_client`, or a redirect) is
+    /// answered from memory for that taxpayer: `initial` after the first,
+    /// doubling while it keeps failing, at most `max`. Callers get the same
+    /// error at once, with [`Error::retry_after`] saying how long is left;
+    /// no login is spent on it meanwhile. A success, a
+    /// [rotated secret](crate::TokenCache::rotate_secret) or
+    /// [`forget_failures`](crate::TokenCache::forget_failures) forgets it.
+    ///
+    /// Defaults to [`DEFAULT_LOGIN_ERROR_BACKOFF`] (2 minutes, up to 15).
+    pub fn login_error_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.login_error_backoff = Some((initial, max));
+        self
+    }
+
+    /// How long a transient login failure (a 5xx, a timeout, an unreachable
+    /// or unusable identity service) is answered from memory for that
+    /// taxpayer: `initial` after the first, doubling while it keeps failing,
+    /// at most `max`, each time a random share between half and all of it.
+    /// A 5xx's own `Retry-After` is kept if it is longer.
+    ///
+    /// Defaults to [`DEFAULT_TRANSIENT_ERROR_BACKOFF`] (1 second, up to 30).
+    pub fn transient_error_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.transient_error_backoff = Some((initial, max));
+        self
+    }
+
     /// Checks the settings and builds the cache.
     ///
     /// Fails with [`Error::InvalidConfig`] when no environment or identity URL is
@@ -476,7 +511,24 @@ impl TokenCacheBuilder {
             token_store: self
                 .token_store
                 .unwrap_or_else(|| Arc::new(MemoryTokenStore::new())),
+            failure_policy: FailurePolicy {
+                lasting: backoff(self.login_error_backoff, DEFAULT_LOGIN_ERROR_BACKOFF),
+                transient: backoff(
+                    self.transient_error_backoff,
+                    DEFAULT_TRANSIENT_ERROR_BACKOFF,
+                ),
+            },
         })
+    }
+}
+
+/// A back-off from the builder's `(initial, max)`; a `max` below `initial`
+/// is raised to it.
+fn backoff(set: Option<(Duration, Duration)>, default: (Duration, Duration)) -> Backoff {
+    let (initial, max) = set.unwrap_or(default);
+    Backoff {
+        initial,
+        max: max.max(initial),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::budget::Urgency;
 use crate::clock::Now;
 use crate::context::Context;
 use crate::error::Error;
+use crate::failure::FailureMemory;
 use crate::flight::Flight;
 use crate::freshness::should_refresh;
 use crate::stats::Counters;
@@ -57,6 +58,8 @@ pub(crate) struct Entry {
     pub(crate) rejected_until: AtomicU64,
     /// The login in flight, if any.
     pub(crate) inflight: Mutex<Option<Flight>>,
+    /// The last failed login, answered from memory for a while.
+    pub(crate) failures: FailureMemory,
 }
 
 impl Entry {
@@ -90,19 +93,23 @@ impl Entry {
             refresh_not_before: AtomicU64::new(0),
             last_used,
             inflight: Mutex::new(None),
+            failures: FailureMemory::default(),
         }
     }
 
     /// A valid token: the cached one, or the result of the login in flight
     /// (starting one if none is).
     pub(crate) async fn token(self: &Arc<Self>, now: Now) -> Result<AccessToken, Error> {
-        match self.cached(now) {
-            Some(token) => Ok(token),
-            None => {
-                self.touch(now);
-                self.wait_for_login().await
-            }
+        if let Some(token) = self.cached(now) {
+            return Ok(token);
         }
+        self.touch(now);
+        // A login that failed lately is answered from memory, sparing the budget.
+        if let Some(error) = self.failures.recall(now.instant) {
+            Counters::bump(&self.ctx.counters.answered_from_memory);
+            return Err(error);
+        }
+        self.wait_for_login().await
     }
 
     /// The hot path: the cached token, unless it has expired at `now`.
@@ -167,9 +174,14 @@ impl Entry {
             return;
         };
         let ctx = &self.ctx;
-        let not_before = ctx
+        let paused_until = ctx
             .clock
             .at(self.refresh_not_before.load(Ordering::Relaxed));
+        // Nor while a failed login is remembered.
+        let not_before = self
+            .failures
+            .until()
+            .map_or(paused_until, |until| until.max(paused_until));
         let last_used = ctx.clock.at(self.last_used.load(Ordering::Relaxed));
         if !should_refresh(
             now,

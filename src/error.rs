@@ -213,6 +213,22 @@ impl Error {
         }
     }
 
+    /// The same error, saying that asking again makes sense after `after`.
+    /// Variants that carry no such time are returned unchanged.
+    pub(crate) fn with_retry_after(mut self, after: Duration) -> Self {
+        match &mut self {
+            Error::OAuth { retry_after, .. }
+            | Error::RateLimited { retry_after }
+            | Error::IdentityService { retry_after, .. }
+            | Error::LoginRedirected { retry_after, .. }
+            | Error::InvalidResponse { retry_after, .. }
+            | Error::Timeout { retry_after, .. }
+            | Error::Transport { retry_after, .. } => *retry_after = Some(after),
+            _ => {}
+        }
+        self
+    }
+
     pub(crate) fn transport(err: reqwest::Error) -> Self {
         // The URL of the identity service is no secret, but a user may have put
         // credentials in it; reqwest errors print the URL, so drop it.

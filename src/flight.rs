@@ -93,13 +93,21 @@ impl Entry {
         let entry = Arc::clone(self);
         let wanted = Arc::clone(&urgency);
         runtime.spawn(async move {
-            let result = entry.obtain(reason, &wanted).await;
-            if let Ok(token) = &result {
-                entry.current.store(Some(Arc::clone(&token.0)));
-                // The retry pause is for failed refreshes only: the new
-                // token's own refresh point decides the next one.
-                entry.refresh_not_before.store(0, Ordering::Relaxed);
-            }
+            let result = match entry.obtain(reason, &wanted).await {
+                Ok(token) => {
+                    entry.current.store(Some(Arc::clone(&token.0)));
+                    entry.failures.forget();
+                    // The retry pause is for failed refreshes only: the new
+                    // token's own refresh point decides the next one.
+                    entry.refresh_not_before.store(0, Ordering::Relaxed);
+                    Ok(token)
+                }
+                Err(error) => Err(entry.failures.remember(
+                    error,
+                    Instant::now(),
+                    &entry.ctx.settings.failure_policy,
+                )),
+            };
             // The token is stored before the login stops being "in flight", so
             // a caller that finds no login in flight finds the token.
             *entry.inflight.lock() = None;

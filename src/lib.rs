@@ -83,6 +83,7 @@ mod config;
 mod context;
 mod entry;
 mod error;
+mod failure;
 mod flight;
 mod freshness;
 mod login;
@@ -104,6 +105,7 @@ pub use config::{
     MAX_TOKEN_LIFETIME,
 };
 pub use error::{Error, OAuthErrorCode};
+pub use failure::{DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF};
 pub use middleware::AuthMiddleware;
 pub use response::MAX_RETRY_AFTER;
 pub use stats::CacheStats;

@@ -27,6 +27,9 @@ pub struct CacheStats {
     pub logins_refused_by_budget: u64,
     /// Background refreshes started ahead of expiry.
     pub refreshes_ahead: u64,
+    /// Calls answered with a remembered login failure instead of a login
+    /// (see [`login_error_backoff`](crate::TokenCacheBuilder::login_error_backoff)).
+    pub answered_from_memory: u64,
     /// Entries currently cached (the plain login, once used, and each taxpayer).
     pub entries: usize,
 }
@@ -37,6 +40,7 @@ pub(crate) struct Counters {
     pub(crate) logins_rate_limited: AtomicU64,
     pub(crate) logins_refused_by_budget: AtomicU64,
     pub(crate) refreshes_ahead: AtomicU64,
+    pub(crate) answered_from_memory: AtomicU64,
 }
 
 impl Counters {
@@ -50,6 +54,7 @@ impl Counters {
             logins_rate_limited: self.logins_rate_limited.load(Ordering::Relaxed),
             logins_refused_by_budget: self.logins_refused_by_budget.load(Ordering::Relaxed),
             refreshes_ahead: self.refreshes_ahead.load(Ordering::Relaxed),
+            answered_from_memory: self.answered_from_memory.load(Ordering::Relaxed),
             entries,
         }
     }

@@ -95,7 +95,14 @@ async fn a_burst_on_a_failing_identity_service_sends_one_request_and_all_get_the
         );
     }
     assert_eq!(identity.login_count().await, 1);
-    // The failure is not cached: the next caller tries again.
+    // The failure is remembered for a short, jittered back-off: the next
+    // caller gets it at once, with the time left, and nothing is sent ...
+    let err = cache.token().await.unwrap_err();
+    let left = err.retry_after().unwrap();
+    assert!(left <= Duration::from_secs(1), "{left:?}");
+    assert_eq!(identity.login_count().await, 1);
+    // ... then the next caller tries again.
+    tokio::time::sleep(left).await;
     assert!(cache.token().await.is_err());
     assert_eq!(identity.login_count().await, 2);
 }

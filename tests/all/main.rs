@@ -3,6 +3,7 @@
 
 mod budget;
 mod cache;
+mod faults;
 mod login;
 mod middleware;
 mod redirects;
