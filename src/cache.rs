@@ -14,6 +14,7 @@ use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
 use crate::context::Context;
 use crate::entry::Entry;
 use crate::error::Error;
+use crate::rejection::{endpoint, Verdict};
 use crate::stats::CacheStats;
 use crate::taxpayer::OnBehalfOf;
 use crate::token::AccessToken;
@@ -154,6 +155,71 @@ impl TokenCache {
                 Some(entry) => entry.invalidate(token),
                 None => false,
             },
+        }
+    }
+
+    /// Tells the cache that the API answered `401 Unauthorized` to `token`
+    /// for `method` `path`, and returns whether a retry with a new token may
+    /// help. [`AuthMiddleware`](crate::AuthMiddleware) does this for you;
+    /// call it when you send tokens yourself, instead of
+    /// [`invalidate`](Self::invalidate).
+    ///
+    /// The first 401 at an endpoint is taken to be about the token: it is
+    /// invalidated (if still cached) and the answer is `true`. Once the
+    /// endpoint has rejected a second, different token, its 401s are taken
+    /// not to be about the token: nothing is invalidated, the answer is
+    /// `false`, for [`rejection_memory`](TokenCacheBuilder::rejection_memory)
+    /// or until [`accepted`](Self::accepted) is told otherwise. So an
+    /// endpoint that rejects every token costs at most one login, and a
+    /// revoked token is still replaced by one login however many calls it
+    /// fails. Path segments holding a digit (IDs) are treated as alike.
+    ///
+    /// ```no_run
+    /// # async fn run(cache: myinvois_auth::TokenCache, http: reqwest::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let url = "https://preprod-api.myinvois.hasil.gov.my/api/v1.0/documenttypes";
+    /// let token = cache.token().await?;
+    /// let response = http.get(url).header("authorization", token.authorization_header()).send().await?;
+    /// if response.status() == 401 {
+    ///     if cache.rejected(&token, &http::Method::GET, "/api/v1.0/documenttypes") {
+    ///         let fresh = cache.token().await?; // one new login, shared by everyone
+    ///         # let _ = fresh;
+    ///     }
+    /// } else {
+    ///     cache.accepted(&token, &http::Method::GET, "/api/v1.0/documenttypes");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn rejected(&self, token: &AccessToken, method: &http::Method, path: &str) -> bool {
+        let verdict = token.0.rejections.rejected(
+            &endpoint(method, path),
+            token.0.id,
+            Instant::now(),
+            self.inner.ctx.settings.rejection_memory,
+        );
+        match verdict {
+            Verdict::Renew => {
+                self.invalidate(token);
+                true
+            }
+            Verdict::NotTheToken => {
+                tracing::debug!(
+                    client_id = self.client_id(),
+                    %method,
+                    "401 from an endpoint that rejects every token: the token is kept"
+                );
+                false
+            }
+        }
+    }
+
+    /// Tells the cache that the API answered `token`'s call to `method`
+    /// `path` with something other than 401, ending what a 401 there had
+    /// taught (see [`rejected`](Self::rejected)). One atomic load when
+    /// nothing was taught.
+    #[inline]
+    pub fn accepted(&self, token: &AccessToken, method: &http::Method, path: &str) {
+        if token.0.rejections.any() {
+            token.0.rejections.accepted(&endpoint(method, path));
         }
     }
 

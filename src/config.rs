@@ -17,6 +17,7 @@ use crate::failure::{
     Backoff, FailurePolicy, DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF,
 };
 use crate::redact;
+use crate::rejection::DEFAULT_REJECTION_MEMORY;
 use crate::store::{MemoryTokenStore, TokenStore};
 
 /// Default for [`TokenCacheBuilder::refresh_before`]: 5 minutes.
@@ -212,6 +213,7 @@ pub struct TokenCacheBuilder {
     token_store: Option<Arc<dyn TokenStore>>,
     login_error_backoff: Option<(Duration, Duration)>,
     transient_error_backoff: Option<(Duration, Duration)>,
+    rejection_memory: Option<Duration>,
 }
 
 /// The checked settings a cache runs with.
@@ -231,6 +233,7 @@ pub(crate) struct Settings {
     pub(crate) max_entries: usize,
     pub(crate) token_store: Arc<dyn TokenStore>,
     pub(crate) failure_policy: FailurePolicy,
+    pub(crate) rejection_memory: Duration,
 }
 
 impl TokenCacheBuilder {
@@ -251,6 +254,7 @@ impl TokenCacheBuilder {
             token_store: None,
             login_error_backoff: None,
             transient_error_backoff: None,
+            rejection_memory: None,
         }
     }
 
@@ -425,6 +429,18 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// How long an API endpoint that rejected two different tokens with 401
+    /// is taken to reject every token: its 401s are then handed to the
+    /// caller without invalidating the token or logging in again (a new
+    /// token would not cure them). An answer other than 401 from it ends
+    /// this at once. See [`AuthMiddleware`](crate::AuthMiddleware).
+    ///
+    /// Defaults to [`DEFAULT_REJECTION_MEMORY`](crate::DEFAULT_REJECTION_MEMORY) (10 minutes).
+    pub fn rejection_memory(mut self, memory: Duration) -> Self {
+        self.rejection_memory = Some(memory);
+        self
+    }
+
     /// Checks the settings and builds the cache.
     ///
     /// Fails with [`Error::InvalidConfig`] when no environment or identity URL is
@@ -518,6 +534,7 @@ impl TokenCacheBuilder {
                     DEFAULT_TRANSIENT_ERROR_BACKOFF,
                 ),
             },
+            rejection_memory: self.rejection_memory.unwrap_or(DEFAULT_REJECTION_MEMORY),
         })
     }
 }

@@ -29,10 +29,11 @@ use crate::error::Error;
 use crate::failure::FailureMemory;
 use crate::flight::Flight;
 use crate::freshness::should_refresh;
+use crate::rejection::Rejections;
 use crate::stats::Counters;
 use crate::store::entry_key;
 use crate::taxpayer::OnBehalfOf;
-use crate::token::{AccessToken, TokenInner};
+use crate::token::{AccessToken, Owner, TokenInner};
 
 /// A refresh must get its login slot this long before its token expires.
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5);
@@ -60,6 +61,8 @@ pub(crate) struct Entry {
     pub(crate) inflight: Mutex<Option<Flight>>,
     /// The last failed login, answered from memory for a while.
     pub(crate) failures: FailureMemory,
+    /// What the API's 401s taught about its endpoints.
+    pub(crate) rejections: Arc<Rejections>,
 }
 
 impl Entry {
@@ -94,6 +97,7 @@ impl Entry {
             last_used,
             inflight: Mutex::new(None),
             failures: FailureMemory::default(),
+            rejections: Arc::default(),
         }
     }
 
@@ -129,6 +133,15 @@ impl Entry {
         let granularity = TOUCH_GRANULARITY.as_nanos() as u64;
         if now.nanos >= self.last_used.load(Ordering::Relaxed) + granularity {
             self.last_used.store(now.nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// What a token issued for this entry takes from it.
+    pub(crate) fn owner(&self) -> Owner<'_> {
+        Owner {
+            on_behalf_of: self.on_behalf_of.as_ref(),
+            refresh_before: self.ctx.settings.refresh_before,
+            rejections: &self.rejections,
         }
     }
 

@@ -90,6 +90,7 @@ mod login;
 mod middleware;
 mod obtain;
 mod redact;
+mod rejection;
 mod response;
 mod stats;
 mod store;
@@ -107,6 +108,7 @@ pub use config::{
 pub use error::{Error, OAuthErrorCode};
 pub use failure::{DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF};
 pub use middleware::AuthMiddleware;
+pub use rejection::DEFAULT_REJECTION_MEMORY;
 pub use response::MAX_RETRY_AFTER;
 pub use stats::CacheStats;
 pub use store::{LoginSlot, MemoryTokenStore, SlotRequest, StoreError, StoredToken, TokenStore};

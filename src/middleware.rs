@@ -25,7 +25,10 @@ use crate::token::AccessToken;
 ///    header unless the request has one) and sets `Authorization: Bearer …`;
 /// 2. on a `401 Unauthorized`, invalidates that token (only if it is still the
 ///    cached one), obtains a new one, and retries the request once. A burst of
-///    401s caused by one revoked token causes one login.
+///    401s caused by one revoked token causes one login. An endpoint that
+///    rejects every token costs at most one login: once it has rejected a
+///    fresh token too, its 401s are handed back and nothing is invalidated
+///    (see [`TokenCache::rejected`]).
 ///
 /// Requests to any other origin pass through untouched and never see a token.
 ///
@@ -49,7 +52,8 @@ use crate::token::AccessToken;
 ///
 /// The retry sends a copy of the request made before the first attempt with
 /// `Request::try_clone`. A request with a streaming body cannot be copied: it
-/// is not retried, and the caller gets the 401 response.
+/// is not retried, and the caller gets the 401 response; its token is still
+/// retired, so the next call carries a new one.
 ///
 /// Login failures come back as [`reqwest_middleware::Error::Middleware`] holding
 /// an [`Error`]; see its docs for how to take it out.
@@ -160,27 +164,51 @@ impl Middleware for AuthMiddleware {
                 request.headers_mut().insert(name, value);
             }
         }
+        // The copy for a retry also names the endpoint afterwards; a request
+        // that cannot be copied (a streaming body) names it now.
         let retry = request.try_clone();
+        let named;
+        let (method, path) = match &retry {
+            Some(copy) => (copy.method(), copy.url().path()),
+            None => {
+                named = (request.method().clone(), request.url().path().to_owned());
+                (&named.0, named.1.as_str())
+            }
+        };
         request
             .headers_mut()
             .insert(AUTHORIZATION, token.authorization_header());
         let response = next.clone().run(request, extensions).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
+            self.cache.accepted(&token, method, path);
             return Ok(response);
         }
-
+        if !self.cache.rejected(&token, method, path) {
+            // This endpoint rejects every token: a new one would not help.
+            return Ok(response);
+        }
+        let (method, path) = (method.clone(), path.to_owned());
         let Some(mut retry) = retry else {
-            tracing::debug!(url = %response.url(), "401 not retried: the request body cannot be cloned");
+            tracing::debug!(url = %response.url(), "401 on a streaming request: its token is retired, the request not retried");
             return Ok(response);
         };
-        self.cache.invalidate(&token);
-        let token = self.token(taxpayer.as_ref()).await?;
+        let fresh = self.token(taxpayer.as_ref()).await?;
+        if fresh.same_token(&token) {
+            return Ok(response);
+        }
         retry
             .headers_mut()
-            .insert(AUTHORIZATION, token.authorization_header());
+            .insert(AUTHORIZATION, fresh.authorization_header());
         tracing::info!(url = %response.url(), "401 from the API: retrying once with a new token");
         drop(response);
-        next.run(retry, extensions).await
+        let response = next.run(retry, extensions).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            // Rejected with a fresh token too: learned, nothing invalidated.
+            self.cache.rejected(&fresh, &method, &path);
+        } else {
+            self.cache.accepted(&fresh, &method, &path);
+        }
+        Ok(response)
     }
 }
 

@@ -100,8 +100,7 @@ impl Entry {
             stored,
             &self.ctx.clock,
             Instant::now(),
-            self.on_behalf_of.clone(),
-            self.ctx.settings.refresh_before,
+            &self.owner(),
         ) {
             Ok(token) => token,
             Err(reason) => {
@@ -194,12 +193,7 @@ impl Entry {
             .await
             .map(|issued| {
                 let sent_at_utc = ctx.clock.utc(issued.sent_at);
-                AccessToken::new(
-                    issued,
-                    sent_at_utc,
-                    self.on_behalf_of.clone(),
-                    ctx.settings.refresh_before,
-                )
+                AccessToken::new(issued, sent_at_utc, &self.owner())
             });
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {

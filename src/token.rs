@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::claims::TokenClaims;
 use crate::clock::Clock;
 use crate::freshness::refresh_at;
+use crate::rejection::Rejections;
 use crate::response::checked_token;
 use crate::store::StoredToken;
 use crate::taxpayer::OnBehalfOf;
@@ -51,6 +52,15 @@ pub(crate) struct TokenInner {
     /// Monotonic (tokio, so pausable in tests): the cache decides on these.
     pub(crate) expires: Instant,
     pub(crate) refresh_at: Instant,
+    /// The 401 records of the entry the token was issued for.
+    pub(crate) rejections: Arc<Rejections>,
+}
+
+/// What a token takes from the entry it is issued for.
+pub(crate) struct Owner<'a> {
+    pub(crate) on_behalf_of: Option<&'a OnBehalfOf>,
+    pub(crate) refresh_before: Duration,
+    pub(crate) rejections: &'a Arc<Rejections>,
 }
 
 /// A successful login's result, before it becomes a token.
@@ -66,12 +76,7 @@ pub(crate) struct Issued {
 
 impl AccessToken {
     /// `sent_at_utc` is the wall-clock time of `issued.sent_at`.
-    pub(crate) fn new(
-        issued: Issued,
-        sent_at_utc: DateTime<Utc>,
-        on_behalf_of: Option<OnBehalfOf>,
-        refresh_before: Duration,
-    ) -> Self {
+    pub(crate) fn new(issued: Issued, sent_at_utc: DateTime<Utc>, owner: &Owner<'_>) -> Self {
         let lifetime_chrono =
             chrono::Duration::from_std(issued.lifetime).unwrap_or(chrono::Duration::MAX);
         AccessToken(Arc::new(TokenInner {
@@ -79,11 +84,12 @@ impl AccessToken {
             secret: issued.secret,
             header: issued.header,
             scope: issued.scope,
-            on_behalf_of,
+            on_behalf_of: owner.on_behalf_of.cloned(),
             issued_at: sent_at_utc,
             expires_at: sent_at_utc + lifetime_chrono,
             expires: issued.sent_at + issued.lifetime,
-            refresh_at: refresh_at(issued.sent_at, issued.lifetime, refresh_before),
+            refresh_at: refresh_at(issued.sent_at, issued.lifetime, owner.refresh_before),
+            rejections: Arc::clone(owner.rejections),
         }))
     }
 
@@ -154,8 +160,7 @@ impl AccessToken {
         stored: StoredToken,
         clock: &Clock,
         now: Instant,
-        on_behalf_of: Option<OnBehalfOf>,
-        refresh_before: Duration,
+        owner: &Owner<'_>,
     ) -> Result<Self, String> {
         let lifetime = (stored.expires_at - stored.issued_at)
             .to_std()
@@ -185,8 +190,7 @@ impl AccessToken {
                 sent_at,
             },
             clock.utc(sent_at),
-            on_behalf_of,
-            refresh_before,
+            owner,
         ))
     }
 

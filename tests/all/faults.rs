@@ -149,3 +149,115 @@ async fn a_transient_failure_gets_a_short_jittered_backoff_and_a_success_clears_
     // A later failure starts from the short back-off again (no memory left).
     assert!(cache.stats().answered_from_memory >= 1);
 }
+
+/// Logins made as `who` (the plain login for `None`).
+async fn logins_as(identity: &Identity, who: Option<&str>) -> usize {
+    identity
+        .logins()
+        .await
+        .iter()
+        .filter(|l| l.headers.get("onbehalfof").map(|v| v.to_str().unwrap()) == who)
+        .count()
+}
+
+/// Whom a test calls as, and how.
+fn as_taxpayer(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    url: String,
+    taxpayer: Option<&str>,
+) -> reqwest_middleware::RequestBuilder {
+    let request = client.get(url);
+    match taxpayer {
+        Some(tin) => request.with_extension(myinvois_auth::OnBehalfOf::new(tin)),
+        None => request,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_rejects_every_token_costs_at_most_one_login() {
+    use crate::support::{client, Api};
+    use reqwest::StatusCode;
+    let identity = Identity::start().await;
+    let (api_server, api) = Api::start().await;
+    api.reject_path("/api/v1.0/forbidden");
+    let cache = identity.cache();
+    let client = client(&cache, &api_server);
+    let rejecting = api_server.uri() + "/api/v1.0/forbidden";
+    let accepting = api_server.uri() + "/api/v1.0/documenttypes";
+    // Three entries meet the rejecting endpoint; 20 other taxpayers log in
+    // meanwhile, one every 10 s, from the budget all of them share.
+    let entries = [None, Some("C8000000001"), Some("C8000000002")];
+    for i in 0..30 {
+        for who in entries {
+            let rejected = as_taxpayer(&client, rejecting.clone(), who)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                rejected.status(),
+                StatusCode::UNAUTHORIZED,
+                "call {i} as {who:?}"
+            );
+            let accepted = as_taxpayer(&client, accepting.clone(), who)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(accepted.status(), StatusCode::OK, "call {i} as {who:?}");
+        }
+        if i < 20 {
+            let other = format!("C70000000{i:02}");
+            let served = as_taxpayer(&client, accepting.clone(), Some(&other))
+                .send()
+                .await;
+            assert_eq!(
+                served.unwrap().status(),
+                StatusCode::OK,
+                "{other} was refused"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+    }
+    for who in entries {
+        let logins = logins_as(&identity, who).await;
+        assert!(logins <= 2, "{logins} logins as {who:?}");
+    }
+    assert_eq!(cache.stats().logins_refused_by_budget, 0);
+
+    // Right after, a real revocation: exactly one login, and the call succeeds.
+    let before = logins_as(&identity, None).await;
+    let current = cache.token().await.unwrap();
+    api.revoke(current.secret());
+    let response = client.get(accepting.clone()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(logins_as(&identity, None).await, before + 1);
+    // And the rejecting endpoint still costs nothing.
+    let rejected = client.get(rejecting).send().await.unwrap();
+    assert_eq!(rejected.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(logins_as(&identity, None).await, before + 1);
+}
+
+#[tokio::test]
+async fn a_401_on_a_streaming_request_retires_its_token_so_the_next_call_logs_in() {
+    use crate::support::{bearers, client, Api};
+    let identity = Identity::start().await;
+    let (api_server, api) = Api::start().await;
+    let cache = identity.cache();
+    let client = client(&cache, &api_server);
+    let first = cache.token().await.unwrap();
+    api.revoke(first.secret());
+    let body = reqwest::Body::wrap(http_body_util::Full::new(&b"streamed"[..]));
+    let response = client
+        .post(api_server.uri())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+    // Not retried (the body is gone), but the token is retired.
+    let next = client.get(api_server.uri()).send().await.unwrap();
+    assert_eq!(next.status(), reqwest::StatusCode::OK);
+    let seen = bearers(&api_server).await;
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0], seen[1], "the next call carried the rejected token");
+    assert_eq!(identity.login_count().await, 2);
+}

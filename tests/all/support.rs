@@ -132,6 +132,8 @@ pub struct Api {
 struct ApiState {
     rejected: HashSet<String>,
     reject_all: bool,
+    /// Paths that answer 401 to every token (a permission the client lacks).
+    rejecting_paths: HashSet<String>,
 }
 
 impl Api {
@@ -159,6 +161,15 @@ impl Api {
     pub fn reject_all(&self) {
         self.state.lock().unwrap().reject_all = true;
     }
+
+    /// From now on, answer 401 to every token on `path`.
+    pub fn reject_path(&self, path: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .rejecting_paths
+            .insert(path.to_owned());
+    }
 }
 
 impl Respond for Api {
@@ -169,8 +180,9 @@ impl Respond for Api {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        let path_rejects = state.rejecting_paths.contains(request.url.path());
         match bearer {
-            Some(t) if !state.reject_all && !state.rejected.contains(t) => {
+            Some(t) if !state.reject_all && !path_rejects && !state.rejected.contains(t) => {
                 ResponseTemplate::new(200).set_body_string("ok")
             }
             _ => ResponseTemplate::new(401),
