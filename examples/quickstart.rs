@@ -497,7 +497,9 @@ impl Demo {
             "3. Refresh ahead of expiry: token #{old_number} {}",
             expiry_and_scope(&old)
         );
-        let wake = old.expires_at() - chrono::Duration::milliseconds(1500);
+        // expires_at() is when the cache stops serving it, a quarter of this
+        // short lifetime (EXPIRY_MARGIN for real tokens) before it ends.
+        let wake = old.expires_at() - chrono::Duration::milliseconds(750);
         let nap = (wake - chrono::Utc::now()).to_std().unwrap_or_default();
         println!(
             "   sleeping {:.1} s, into the last {} s of its life",

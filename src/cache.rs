@@ -295,7 +295,7 @@ impl TokenCache {
         if now_nanos < due {
             return;
         }
-        let next = now_nanos + SWEEP_INTERVAL.as_nanos() as u64;
+        let next = now_nanos.saturating_add(SWEEP_INTERVAL.as_nanos() as u64);
         if self
             .inner
             .next_sweep

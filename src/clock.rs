@@ -39,13 +39,20 @@ impl Clock {
         }
     }
 
-    /// The wall-clock time of `at`.
+    /// The wall-clock time of `at` (saturating at chrono's range).
     pub(crate) fn utc(&self, at: Instant) -> DateTime<Utc> {
         let since = chrono::Duration::from_std(at.saturating_duration_since(self.base))
             .unwrap_or(chrono::Duration::MAX);
         let before = chrono::Duration::from_std(self.base.saturating_duration_since(at))
             .unwrap_or(chrono::Duration::MAX);
-        self.base_utc + since - before
+        self.base_utc
+            .checked_add_signed(since)
+            .and_then(|t| t.checked_sub_signed(before))
+            .unwrap_or(if since > before {
+                DateTime::<Utc>::MAX_UTC
+            } else {
+                DateTime::<Utc>::MIN_UTC
+            })
     }
 
     /// `at` as nanoseconds since the clock's base, for atomics.
@@ -97,6 +104,9 @@ mod tests {
         for huge in [Duration::MAX, Duration::from_secs(u64::MAX), FAR_FUTURE * 2] {
             let later = after(now, huge);
             assert!(later > now + Duration::from_secs(365 * 24 * 3600));
+            // Its wall-clock time is representable too.
+            let clock = Clock::new();
+            assert!(clock.utc(later) > Utc::now());
         }
     }
 }

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::budget::Urgency;
-use crate::clock::Now;
+use crate::clock::{after, Now};
 use crate::context::Context;
 use crate::error::Error;
 use crate::failure::FailureMemory;
@@ -35,7 +35,8 @@ use crate::store::entry_key;
 use crate::taxpayer::OnBehalfOf;
 use crate::token::{AccessToken, Owner, TokenInner};
 
-/// A refresh must get its login slot this long before its token expires.
+/// A refresh must get its login slot this long before its token's lifetime
+/// ends (`sent_at + expires_in`).
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5);
 /// The last-use time is recorded at this granularity (one store a second at most).
 const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
@@ -63,6 +64,8 @@ pub(crate) struct Entry {
     pub(crate) failures: FailureMemory,
     /// What the API's 401s taught about its endpoints.
     pub(crate) rejections: Arc<Rejections>,
+    /// Owners of store locks that cut-off logins left behind (see `obtain`).
+    pub(crate) abandoned_locks: Mutex<Vec<String>>,
 }
 
 impl Entry {
@@ -98,6 +101,7 @@ impl Entry {
             inflight: Mutex::new(None),
             failures: FailureMemory::default(),
             rejections: Arc::default(),
+            abandoned_locks: Mutex::new(Vec::new()),
         }
     }
 
@@ -131,7 +135,12 @@ impl Entry {
     #[inline]
     fn touch(&self, now: Now) {
         let granularity = TOUCH_GRANULARITY.as_nanos() as u64;
-        if now.nanos >= self.last_used.load(Ordering::Relaxed) + granularity {
+        if now.nanos
+            >= self
+                .last_used
+                .load(Ordering::Relaxed)
+                .saturating_add(granularity)
+        {
             self.last_used.store(now.nanos, Ordering::Relaxed);
         }
     }
@@ -178,11 +187,11 @@ impl Entry {
     /// Starts a background refresh if the token is in its refresh window,
     /// the entry is not idle, and no login or retry pause is running.
     pub(crate) fn refresh_if_due(self: &Arc<Self>, now: Instant) {
-        let Some((refresh_at, expires)) = self
+        let Some((refresh_at, expires, valid_until)) = self
             .current
             .load()
             .as_ref()
-            .map(|t| (t.refresh_at, t.expires))
+            .map(|t| (t.refresh_at, t.expires, t.valid_until))
         else {
             return;
         };
@@ -210,12 +219,14 @@ impl Entry {
         if inflight.as_ref().is_some_and(Flight::is_running) {
             return;
         }
-        let retry = now + ctx.settings.refresh_retry_after;
+        let retry = after(now, ctx.settings.refresh_retry_after);
         self.refresh_not_before
             .store(ctx.clock.nanos(retry), Ordering::Relaxed);
-        let deadline = expires
+        // The new token must arrive before the old one's lifetime ends (the
+        // expiry margin is inside this one).
+        let deadline = valid_until
             .checked_sub(REFRESH_MARGIN)
-            .map_or(now, |d| d.max(now));
+            .map_or(now, |d| d.min(expires).max(now));
         if let Ok(flight) = self.spawn_login("refresh ahead of expiry", Urgency::refresh(deadline))
         {
             Counters::bump(&ctx.counters.refreshes_ahead);

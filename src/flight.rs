@@ -2,6 +2,12 @@
 //! token (or by the sweep, for a refresh), run in its own task so that a
 //! caller who gives up does not cancel it, and handed to every waiting
 //! caller through a `watch` channel, its error included.
+//!
+//! The channel also says where the login stands, so that a caller without
+//! a token waits at most `max_login_wait` for it to be sent (a queued
+//! refresh it joined may be waiting for a slot minutes away), and holds no
+//! timer while it is sent: its own timeout bounds it then. (Under tokio's
+//! paused test clock, a pending timer would let time jump during its I/O.)
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,12 +21,38 @@ use crate::entry::Entry;
 use crate::error::Error;
 use crate::token::AccessToken;
 
-pub(crate) type LoginResult = Option<Result<AccessToken, Error>>;
+/// Where a login in flight stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    /// Waiting for a slot from the login budget (or about to ask).
+    Queued,
+    /// Waiting for another process of the fleet, which holds the login.
+    AwaitingFleet,
+    /// The login request is being sent.
+    Sending,
+    /// Finished.
+    Done(Result<AccessToken, Error>),
+}
 
-/// The login in flight for an entry: its result, once there is one, and how
-/// urgently it needs a slot from the login budget.
+impl Phase {
+    fn waiting(&self) -> bool {
+        matches!(self, Phase::Queued | Phase::AwaitingFleet)
+    }
+}
+
+/// How the login task tells its callers where it stands.
+pub(crate) struct Progress(watch::Sender<Phase>);
+
+impl Progress {
+    pub(crate) fn set(&self, phase: Phase) {
+        self.0.send_replace(phase);
+    }
+}
+
+/// The login in flight for an entry: where it stands, and how urgently it
+/// needs a slot from the login budget.
 pub(crate) struct Flight {
-    pub(crate) rx: watch::Receiver<LoginResult>,
+    pub(crate) rx: watch::Receiver<Phase>,
     pub(crate) urgency: Arc<Urgency>,
 }
 
@@ -49,14 +81,20 @@ impl Entry {
         ))
     }
 
+    /// Joins the login in flight (starting one if none runs) and waits for
+    /// its result, at most `max_login_wait` for it to be sent: a caller
+    /// whose wait runs out while the login still waits for a slot (or for
+    /// another process) gets `RateLimited` (or `Timeout`), and the login
+    /// goes on.
     async fn join_login(self: &Arc<Self>) -> Result<AccessToken, Error> {
+        let joined = Instant::now();
+        let deadline = after(joined, self.ctx.settings.max_login_wait);
         let mut rx = {
             let mut inflight = self.inflight.lock();
             // A login may have finished since the lock-free check.
             if let Some(token) = self.cached(self.ctx.clock.now()) {
                 return Ok(token);
             }
-            let deadline = after(Instant::now(), self.ctx.settings.max_login_wait);
             match inflight.as_ref() {
                 Some(flight) if flight.is_running() => {
                     // Perhaps a queued background refresh: it is urgent now.
@@ -71,11 +109,33 @@ impl Entry {
                 }
             }
         };
-        let result = rx
-            .wait_for(Option::is_some)
+        let sent = tokio::time::timeout_at(deadline, rx.wait_for(|p| !p.waiting()))
+            .await
+            .map(|changed| changed.is_ok());
+        match sent {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::LoginAborted),
+            Err(_) => {
+                // A slot that comes exactly at the deadline is in time (as
+                // the budget counts it): let the login take it first.
+                tokio::task::yield_now().await;
+                let phase = rx.borrow().clone();
+                if phase.waiting() {
+                    return Err(match phase {
+                        Phase::AwaitingFleet => Error::timeout(joined.elapsed()),
+                        _ => Error::RateLimited { retry_after: None },
+                    });
+                }
+            }
+        }
+        let done = rx
+            .wait_for(|p| matches!(p, Phase::Done(_)))
             .await
             .map_err(|_| Error::LoginAborted)?;
-        result.clone().unwrap_or(Err(Error::LoginAborted))
+        match &*done {
+            Phase::Done(result) => result.clone(),
+            _ => Err(Error::LoginAborted),
+        }
     }
 
     /// Starts the login task. Called with `inflight` locked, so at most one
@@ -88,12 +148,13 @@ impl Entry {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::InvalidConfig("the token cache must be used inside a tokio runtime".into())
         })?;
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel(Phase::Queued);
         let urgency = Arc::new(urgency);
         let entry = Arc::clone(self);
         let wanted = Arc::clone(&urgency);
         runtime.spawn(async move {
-            let result = match entry.obtain(reason, &wanted).await {
+            let progress = Progress(tx);
+            let result = match entry.obtain(reason, &wanted, &progress).await {
                 Ok(token) => {
                     entry.current.store(Some(Arc::clone(&token.0)));
                     entry.failures.forget();
@@ -111,7 +172,7 @@ impl Entry {
             // The token is stored before the login stops being "in flight", so
             // a caller that finds no login in flight finds the token.
             *entry.inflight.lock() = None;
-            let _ = tx.send(Some(result));
+            progress.set(Phase::Done(result));
         });
         Ok(Flight { rx, urgency })
     }

@@ -115,7 +115,7 @@ pub use store::{LoginSlot, MemoryTokenStore, SlotRequest, StoreError, StoredToke
 #[cfg(feature = "redis")]
 pub use store::{RedisTokenStore, DEFAULT_REDIS_PREFIX};
 pub use taxpayer::OnBehalfOf;
-pub use token::AccessToken;
+pub use token::{AccessToken, EXPIRY_MARGIN};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

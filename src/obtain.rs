@@ -12,6 +12,7 @@ use crate::budget::{Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
 use crate::clock::after;
 use crate::entry::{Entry, REFRESH_MARGIN};
 use crate::error::Error;
+use crate::flight::{Phase, Progress};
 use crate::login::login;
 use crate::stats::Counters;
 use crate::store::{lock_owner, LoginSlot, SlotRequest, StoreError};
@@ -32,6 +33,7 @@ impl Entry {
         &self,
         reason: &'static str,
         urgency: &Urgency,
+        progress: &Progress,
     ) -> Result<AccessToken, Error> {
         let ctx = &self.ctx;
         let deadline = urgency.get().deadline;
@@ -42,26 +44,32 @@ impl Entry {
             Some(current) => Some(current.expires),
             None => (rejected > 0).then(|| ctx.clock.at(rejected)),
         };
+        self.release_abandoned_locks().await;
         if let Some(token) = self.shared_token(have).await {
             return Ok(token);
         }
-        let owner = lock_owner();
+        let lock = HeldLock::new(self);
         // The lock covers the wait for a budget slot and the login itself;
         // others give up waiting for our token when it could no longer come.
         let login_time = ctx.settings.login_timeout.unwrap_or(LOCK_LOGIN_ALLOWANCE);
-        let hold_for = deadline.saturating_duration_since(Instant::now())
-            + login_time
-            + Duration::from_secs(5);
-        let give_up = deadline + login_time;
+        let hold_for = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_add(login_time)
+            .saturating_add(Duration::from_secs(5));
+        let give_up = after(deadline, login_time);
         let started = Instant::now();
         loop {
             match self
-                .store("lock", store.try_lock(&self.store_key, &owner, hold_for))
+                .store(
+                    "lock",
+                    store.try_lock(&self.store_key, &lock.owner, hold_for),
+                )
                 .await
             {
                 // Ours, or no store to ask: log in ourselves.
                 Some(true) | None => break,
                 Some(false) => {
+                    progress.set(Phase::AwaitingFleet);
                     if Instant::now() >= give_up {
                         return Err(Error::timeout(started.elapsed()));
                     }
@@ -76,7 +84,7 @@ impl Entry {
         let result = match self.shared_token(have).await {
             Some(token) => Ok(token),
             None => {
-                let result = self.login_within_budget(reason, urgency).await;
+                let result = self.login_within_budget(reason, urgency, progress).await;
                 if let Ok(token) = &result {
                     let stored = token.to_stored(Instant::now());
                     self.store("save", store.save(&self.store_key, &stored))
@@ -85,9 +93,22 @@ impl Entry {
                 result
             }
         };
-        self.store("unlock", store.unlock(&self.store_key, &owner))
-            .await;
+        lock.release().await;
         result
+    }
+
+    /// Releases the store locks that logins of this entry held when they
+    /// were dropped (their runtime shut down) or panicked: a `drop` cannot
+    /// wait for the store, so the next login does it, before it asks for
+    /// the lock itself. Owner-checked: never another process's lock.
+    async fn release_abandoned_locks(&self) {
+        let owners = std::mem::take(&mut *self.abandoned_locks.lock());
+        for owner in owners {
+            let store = &self.ctx.settings.token_store;
+            self.store("unlock", store.unlock(&self.store_key, &owner))
+                .await;
+            tracing::info!(entry = %self.label, "released the lock of a login that was cut off");
+        }
     }
 
     /// A token in the store that is valid for a while and, for a refresh,
@@ -144,9 +165,11 @@ impl Entry {
         &self,
         reason: &'static str,
         urgency: &Urgency,
+        progress: &Progress,
     ) -> Result<AccessToken, Error> {
         let ctx = &self.ctx;
         let store = &ctx.settings.token_store;
+        progress.set(Phase::Queued);
         loop {
             let grant = match ctx.budget.acquire(urgency, None).await {
                 Ok(grant) => grant,
@@ -187,6 +210,7 @@ impl Entry {
             }
         }
         Counters::bump(&ctx.counters.logins);
+        progress.set(Phase::Sending);
         let started = Instant::now();
         tracing::debug!(entry = %self.label, reason, "login started");
         let result = login(&ctx.settings, self.on_behalf_of.as_ref())
@@ -222,5 +246,44 @@ impl Entry {
         Counters::bump(&self.ctx.counters.logins_refused_by_budget);
         tracing::warn!(entry = %self.label, reason, %error, "no login slot in time");
         error
+    }
+}
+
+/// The entry's lock in the token store, as one login of this process holds
+/// it (or tries to). Released on every path: by [`release`](Self::release)
+/// when the login ends, and, if the login is cut off first (its task
+/// dropped, or a panic), by the entry's next login.
+struct HeldLock<'a> {
+    entry: &'a Entry,
+    owner: String,
+    released: bool,
+}
+
+impl<'a> HeldLock<'a> {
+    fn new(entry: &'a Entry) -> Self {
+        HeldLock {
+            entry,
+            owner: lock_owner(),
+            released: false,
+        }
+    }
+
+    async fn release(mut self) {
+        let (entry, store) = (self.entry, &self.entry.ctx.settings.token_store);
+        entry
+            .store("unlock", store.unlock(&entry.store_key, &self.owner))
+            .await;
+        self.released = true;
+    }
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.entry
+                .abandoned_locks
+                .lock()
+                .push(std::mem::take(&mut self.owner));
+        }
     }
 }

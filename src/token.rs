@@ -17,6 +17,18 @@ use crate::response::checked_token;
 use crate::store::StoredToken;
 use crate::taxpayer::OnBehalfOf;
 
+/// A token is treated as expired this long before `sent_at + expires_in`
+/// (a quarter of its lifetime, for tokens shorter than 8 s): identity
+/// servers count expiry from an issue time cut to the second, so a token the
+/// cache still held as valid could reach the API up to a second after the
+/// server's expiry.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
+
+/// The margin for a token living `lifetime`.
+pub(crate) fn expiry_margin(lifetime: Duration) -> Duration {
+    EXPIRY_MARGIN.min(lifetime / 4)
+}
+
 /// How far in the future a stored token's issue time may lie, by this
 /// host's clock, before the token is refused: hosts' clocks disagree a little.
 const STORED_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
@@ -48,8 +60,14 @@ pub(crate) struct TokenInner {
     scope: Option<String>,
     on_behalf_of: Option<OnBehalfOf>,
     issued_at: DateTime<Utc>,
+    /// When the cache stops serving it: [`expiry_margin`] before `lifetime_end`.
     expires_at: DateTime<Utc>,
+    /// `issued_at + expires_in`, as the identity service counts it.
+    lifetime_end: DateTime<Utc>,
     /// Monotonic (tokio, so pausable in tests): the cache decides on these.
+    /// `valid_until` is `sent_at + expires_in`; `expires`, when the cache
+    /// stops serving it, is the margin before.
+    pub(crate) valid_until: Instant,
     pub(crate) expires: Instant,
     pub(crate) refresh_at: Instant,
     /// The 401 records of the entry the token was issued for.
@@ -77,8 +95,10 @@ pub(crate) struct Issued {
 impl AccessToken {
     /// `sent_at_utc` is the wall-clock time of `issued.sent_at`.
     pub(crate) fn new(issued: Issued, sent_at_utc: DateTime<Utc>, owner: &Owner<'_>) -> Self {
-        let lifetime_chrono =
-            chrono::Duration::from_std(issued.lifetime).unwrap_or(chrono::Duration::MAX);
+        let chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let margin = expiry_margin(issued.lifetime);
+        let valid_until = issued.sent_at + issued.lifetime;
+        let lifetime_end = sent_at_utc + chrono(issued.lifetime);
         AccessToken(Arc::new(TokenInner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             secret: issued.secret,
@@ -86,8 +106,10 @@ impl AccessToken {
             scope: issued.scope,
             on_behalf_of: owner.on_behalf_of.cloned(),
             issued_at: sent_at_utc,
-            expires_at: sent_at_utc + lifetime_chrono,
-            expires: issued.sent_at + issued.lifetime,
+            expires_at: lifetime_end - chrono(margin),
+            lifetime_end,
+            valid_until,
+            expires: valid_until - margin,
             refresh_at: refresh_at(issued.sent_at, issued.lifetime, owner.refresh_before),
             rejections: Arc::clone(owner.rejections),
         }))
@@ -104,7 +126,10 @@ impl AccessToken {
         self.0.header.clone()
     }
 
-    /// When the token expires: the local time its login was sent plus `expires_in`.
+    /// When the cache stops serving the token: the local time its login was
+    /// sent plus `expires_in`, less [`EXPIRY_MARGIN`] (identity servers count
+    /// expiry from an issue time cut to the second, and a token must reach
+    /// the API before it expires there).
     pub fn expires_at(&self) -> DateTime<Utc> {
         self.0.expires_at
     }
@@ -145,9 +170,9 @@ impl AccessToken {
         StoredToken {
             access_token: self.0.secret.clone(),
             issued_at: self.0.issued_at,
-            expires_at: self.0.expires_at,
+            expires_at: self.0.lifetime_end,
             scope: self.0.scope.clone(),
-            remaining: self.0.expires.saturating_duration_since(now),
+            remaining: self.0.valid_until.saturating_duration_since(now),
         }
     }
 

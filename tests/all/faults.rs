@@ -261,3 +261,260 @@ async fn a_401_on_a_streaming_request_retires_its_token_so_the_next_call_logs_in
     assert_ne!(seen[0], seen[1], "the next call carried the rejected token");
     assert_eq!(identity.login_count().await, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_joining_a_queued_refresh_returns_within_max_login_wait() {
+    let identity = Identity::start().await;
+    let cache = identity
+        .builder()
+        .login_rate_limit(1, Duration::from_secs(60))
+        .refresh_before(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let first = cache.token().await.unwrap();
+    // In use (not idle) ...
+    tokio::time::advance(Duration::from_secs(3000)).await;
+    cache.token().await.unwrap();
+    // ... another taxpayer takes the slot just before the refresh window
+    // opens, so the refresh queues for the next slot, a minute away.
+    tokio::time::advance(Duration::from_secs(299)).await;
+    let other = cache.token_on_behalf_of("C1111111111").await;
+    assert!(
+        other.is_ok(),
+        "{other:?} {:?} logins {}",
+        cache.stats(),
+        identity.login_count().await
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(cache.token().await.unwrap().same_token(&first)); // starts the refresh
+    crate::support::settle_until(|| async { cache.stats().refreshes_ahead == 1 }).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await; // on to its wait for a slot
+    }
+    // The API rejects the token: the caller now has none, and joins the
+    // queued refresh. It must not wait for that refresh's slot.
+    cache.invalidate(&first);
+    let called = Instant::now();
+    let err = cache.token().await.unwrap_err();
+    let waited = Instant::now() - called;
+    assert!(waited <= Duration::from_secs(10), "waited {waited:?}");
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    // The refresh goes on and brings a token when its slot comes.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    crate::support::settle_until(|| async { cache.token().await.is_ok() }).await;
+    assert_eq!(identity.login_count().await, 3);
+}
+
+/// A store that panics in `save` the first time: the login task dies
+/// holding the entry's lock.
+#[derive(Debug, Default)]
+struct PanicsOnce {
+    inner: myinvois_auth::MemoryTokenStore,
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl myinvois_auth::TokenStore for PanicsOnce {
+    async fn load(
+        &self,
+        key: &str,
+    ) -> Result<Option<myinvois_auth::StoredToken>, myinvois_auth::StoreError> {
+        self.inner.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &str,
+        token: &myinvois_auth::StoredToken,
+    ) -> Result<(), myinvois_auth::StoreError> {
+        if !self
+            .panicked
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("a store that panics, for the test");
+        }
+        self.inner.save(key, token).await
+    }
+    async fn try_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, myinvois_auth::StoreError> {
+        self.inner.try_lock(key, owner, ttl).await
+    }
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), myinvois_auth::StoreError> {
+        self.inner.unlock(key, owner).await
+    }
+}
+
+#[tokio::test]
+async fn a_login_task_that_panics_strands_nothing() {
+    let identity = Identity::start().await;
+    let cache = identity
+        .builder()
+        .token_store(std::sync::Arc::new(PanicsOnce::default()))
+        .build()
+        .unwrap();
+    let err = cache.token().await.unwrap_err();
+    assert!(matches!(err, Error::LoginAborted), "{err:?}");
+    // The next caller logs in at once: no lock left behind, nothing in flight.
+    let started = std::time::Instant::now();
+    cache.token().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(identity.login_count().await, 2);
+}
+
+#[test]
+fn a_runtime_dropped_mid_login_strands_nothing() {
+    // The identity service lives on its own runtime, which outlives both
+    // of the cache's; it answers the first login after 30 s.
+    let services = tokio::runtime::Runtime::new().unwrap();
+    let identity = services.block_on(async {
+        let identity = Identity::empty().await;
+        Mock::given(method("POST"))
+            .and(path("/connect/token"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+            .up_to_n_times(1)
+            .mount(&identity.server)
+            .await;
+        identity.issue(3600, Duration::ZERO).await;
+        identity
+    });
+    let cache = identity.cache();
+
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        let login = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.token().await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!login.is_finished());
+    });
+    drop(first); // mid-login: the task is dropped holding the entry's lock
+
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let token = second.block_on(cache.token());
+    assert!(token.is_ok(), "{token:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the next login waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_retry_afters_refuse_every_caller_and_panic_nothing() {
+    for value in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+        let identity = Identity::empty().await;
+        identity
+            .answer(ResponseTemplate::new(429).insert_header("retry-after", value))
+            .await;
+        let cache = identity.cache();
+        let mut set = JoinSet::new();
+        for i in 0..10 {
+            let cache = cache.clone();
+            set.spawn(async move { cache.token_on_behalf_of(format!("C{i:010}")).await });
+        }
+        for result in set.join_all().await {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, Error::RateLimited { retry_after: Some(d) } if d <= myinvois_auth::MAX_RETRY_AFTER),
+                "{value}: {err:?}"
+            );
+        }
+        // Later callers too, at once, and nothing more is sent.
+        let sent = identity.login_count().await;
+        let err = cache.token().await.unwrap_err();
+        assert!(matches!(err, Error::RateLimited { .. }), "{value}: {err:?}");
+        assert_eq!(identity.login_count().await, sent);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn extreme_configured_durations_saturate_instead_of_panicking() {
+    let identity = Identity::start().await;
+    let cache = identity
+        .builder()
+        .max_login_wait(Duration::MAX)
+        .login_rate_limit(1, Duration::MAX)
+        .refresh_before(Duration::MAX)
+        .refresh_retry_after(Duration::MAX)
+        .idle_after(Duration::MAX)
+        .login_error_backoff(Duration::MAX, Duration::MAX)
+        .transient_error_backoff(Duration::MAX, Duration::MAX)
+        .rejection_memory(Duration::MAX)
+        .login_timeout(Some(Duration::MAX))
+        .build()
+        .unwrap();
+    let token = cache.token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(1900)).await;
+    assert!(cache.token().await.unwrap().same_token(&token));
+    // The budget (1 per "forever") refuses the next login at once.
+    let err = cache.token_on_behalf_of("C1111111111").await.unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_token_is_sent_in_its_last_second_when_the_server_truncates_issue_times() {
+    use crate::sim::{Issuing, SimIdentity};
+    // 20 s tokens whose expiry the server counts from the issue time cut to
+    // the second (seconds starting 0.37 s before now), and a budget too
+    // small to refresh them ahead: tokens are used to their very end.
+    let issuing = Issuing {
+        lifetime: Duration::from_secs(20),
+        truncate_from: Some(Instant::now() - Duration::from_millis(370)),
+    };
+    let period = Duration::from_secs(10);
+    let sim = SimIdentity::start_issuing(2, period, issuing).await;
+    let cache = myinvois_auth::TokenCache::builder(myinvois_auth::Credentials::new(
+        crate::support::CLIENT_ID,
+        crate::support::SECRET,
+    ))
+    .identity_url(&sim.uri)
+    .login_timeout(None)
+    .login_rate_limit(2, period)
+    .build()
+    .unwrap();
+    let mut set = JoinSet::new();
+    for i in 0..6 {
+        let (cache, sim) = (cache.clone(), sim.clone());
+        set.spawn(async move {
+            let tin = format!("C{i:010}");
+            let (mut sent, mut expired) = (0, 0);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(300) {
+                if let Ok(token) = cache.token_on_behalf_of(&tin).await {
+                    sent += 1;
+                    if !sim.accepts(token.secret(), Some(&tin)) {
+                        expired += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(97)).await;
+            }
+            (sent, expired)
+        });
+    }
+    let (mut sent, mut expired) = (0, 0);
+    for (s, e) in set.join_all().await {
+        sent += s;
+        expired += e;
+    }
+    assert_eq!(sim.refused(), 0, "the identity service answered 429");
+    assert!(sent > 5000, "only {sent} calls were made with a token");
+    assert_eq!(
+        expired, 0,
+        "{expired} of {sent} calls carried a token the server held expired"
+    );
+}

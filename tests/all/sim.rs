@@ -43,9 +43,28 @@ pub struct SimIdentity {
     pub state: Arc<Mutex<SimState>>,
 }
 
+/// How the simulated service issues tokens.
+#[derive(Clone, Copy)]
+pub struct Issuing {
+    pub lifetime: Duration,
+    /// Count expiry from the issue time truncated to the second (as many
+    /// identity servers do), seconds starting at this instant.
+    pub truncate_from: Option<Instant>,
+}
+
 impl SimIdentity {
-    /// Starts the service, allowing `limit` logins per `period` (by receipt time).
+    /// Starts the service, allowing `limit` logins per `period` (by receipt
+    /// time), issuing one-hour tokens.
     pub async fn start(limit: usize, period: Duration) -> Self {
+        let issuing = Issuing {
+            lifetime: LIFETIME,
+            truncate_from: None,
+        };
+        Self::start_issuing(limit, period, issuing).await
+    }
+
+    /// Like [`start`](Self::start), issuing tokens as `issuing` says.
+    pub async fn start_issuing(limit: usize, period: Duration, issuing: Issuing) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let uri = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(SimState::default()));
@@ -59,7 +78,11 @@ impl SimIdentity {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(&state, request, limit, period).await) }
+                        async move {
+                            Ok::<_, Infallible>(
+                                answer(&state, request, limit, period, issuing).await,
+                            )
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -107,6 +130,7 @@ async fn answer(
     request: Request<Incoming>,
     limit: usize,
     period: Duration,
+    issuing: Issuing,
 ) -> Response<Full<Bytes>> {
     let taxpayer = request
         .headers()
@@ -137,18 +161,21 @@ async fn answer(
     }
     state.window.push_back(now);
     state.logins.push((now, taxpayer.clone()));
-    if let Some(previous) = state.latest.insert(taxpayer.clone(), now + LIFETIME) {
+    let issued_at = match issuing.truncate_from {
+        Some(epoch) => epoch + Duration::from_secs(now.duration_since(epoch).as_secs()),
+        None => now,
+    };
+    let expires = issued_at + issuing.lifetime;
+    if let Some(previous) = state.latest.insert(taxpayer.clone(), expires) {
         state.wasted += previous.saturating_duration_since(now);
     }
     let n = state.logins.len();
     let token = format!("SIM-{n}");
-    state
-        .issued
-        .insert(token.clone(), (now + LIFETIME, taxpayer));
+    state.issued.insert(token.clone(), (expires, taxpayer));
     let body = serde_json::json!({
         "access_token": token,
         "token_type": "Bearer",
-        "expires_in": LIFETIME.as_secs(),
+        "expires_in": issuing.lifetime.as_secs(),
     });
     Response::builder()
         .status(StatusCode::OK)
