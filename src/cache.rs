@@ -1,11 +1,9 @@
 //! [`TokenCache`]: the shared token cache, one entry per taxpayer.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
 use secrecy::SecretString;
 use tokio::time::Instant;
 
@@ -17,6 +15,7 @@ use crate::error::Error;
 use crate::rejection::{endpoint, Verdict};
 use crate::stats::CacheStats;
 use crate::taxpayer::OnBehalfOf;
+use crate::taxpayers::Taxpayers;
 use crate::token::AccessToken;
 
 /// How often, at most, the cache looks for entries to refresh ahead of expiry.
@@ -69,7 +68,7 @@ pub struct TokenCache {
 struct Inner {
     ctx: Arc<Context>,
     plain: Arc<Entry>,
-    taxpayers: RwLock<HashMap<Arc<str>, Arc<Entry>>>,
+    taxpayers: Taxpayers,
     /// No sweep before this (nanos since the context's epoch).
     next_sweep: AtomicU64,
 }
@@ -86,7 +85,7 @@ impl TokenCache {
             inner: Arc::new(Inner {
                 plain: Arc::new(Entry::new(Arc::clone(&ctx), None, Instant::now())),
                 ctx,
-                taxpayers: RwLock::new(HashMap::new()),
+                taxpayers: Taxpayers::default(),
                 next_sweep: AtomicU64::new(0),
             }),
         }
@@ -115,10 +114,8 @@ impl TokenCache {
         let taxpayer = taxpayer.as_ref();
         let now = self.inner.ctx.clock.now();
         self.maybe_sweep(now);
-        if let Some(entry) = self.inner.taxpayers.read().get(taxpayer) {
-            if let Some(token) = entry.cached(now) {
-                return Ok(token);
-            }
+        if let Some(Some(token)) = self.inner.taxpayers.with(taxpayer, |e| e.cached(now)) {
+            return Ok(token);
         }
         self.taxpayer_entry(taxpayer, now)?.token(now).await
     }
@@ -151,10 +148,11 @@ impl TokenCache {
     pub fn invalidate(&self, token: &AccessToken) -> bool {
         match token.on_behalf_of() {
             None => self.inner.plain.invalidate(token),
-            Some(taxpayer) => match self.inner.taxpayers.read().get(taxpayer.as_str()) {
-                Some(entry) => entry.invalidate(token),
-                None => false,
-            },
+            Some(taxpayer) => self
+                .inner
+                .taxpayers
+                .with(taxpayer.as_str(), |entry| entry.invalidate(token))
+                .unwrap_or(false),
         }
     }
 
@@ -264,9 +262,7 @@ impl TokenCache {
 
     fn for_each_entry(&self, f: impl Fn(&Entry)) {
         f(&self.inner.plain);
-        for entry in self.inner.taxpayers.read().values() {
-            f(entry);
-        }
+        self.inner.taxpayers.for_each(|entry| f(entry));
     }
 
     /// The environment the cache was built with, if any.
@@ -282,7 +278,7 @@ impl TokenCache {
     /// The cache's counters: logins made, refused with 429, refused by the
     /// budget, refreshes ahead of expiry, and entries held.
     pub fn stats(&self) -> CacheStats {
-        let entries = self.inner.taxpayers.read().len() + usize::from(self.inner.plain.has_token());
+        let entries = self.inner.taxpayers.len() + usize::from(self.inner.plain.has_token());
         self.inner.ctx.counters.snapshot(entries)
     }
 
@@ -311,25 +307,18 @@ impl TokenCache {
     }
 
     fn taxpayer_entry(&self, taxpayer: &str, now: Now) -> Result<Arc<Entry>, Error> {
-        if let Some(entry) = self.inner.taxpayers.read().get(taxpayer) {
-            return Ok(Arc::clone(entry));
+        if let Some(entry) = self.inner.taxpayers.get(taxpayer) {
+            return Ok(entry);
         }
         let on_behalf_of = OnBehalfOf::new(taxpayer);
         on_behalf_of.validate()?;
-        let mut map = self.inner.taxpayers.write();
-        if let Some(entry) = map.get(taxpayer) {
-            return Ok(Arc::clone(entry));
-        }
-        if map.len() >= self.inner.ctx.settings.max_entries {
-            evict_least_recently_used(&mut map);
-        }
-        let entry = Arc::new(Entry::new(
-            Arc::clone(&self.inner.ctx),
-            Some(on_behalf_of),
-            now.instant,
-        ));
-        map.insert(Arc::from(taxpayer), Arc::clone(&entry));
-        Ok(entry)
+        let ctx = &self.inner.ctx;
+        Ok(self
+            .inner
+            .taxpayers
+            .get_or_insert(taxpayer, ctx.settings.max_entries, || {
+                Arc::new(Entry::new(Arc::clone(ctx), Some(on_behalf_of), now.instant))
+            }))
     }
 }
 
@@ -338,22 +327,7 @@ impl Inner {
     fn sweep(&self) {
         let now = Instant::now();
         self.plain.refresh_if_due(now);
-        for entry in self.taxpayers.read().values() {
-            entry.refresh_if_due(now);
-        }
-    }
-}
-
-/// Drops the entry used longest ago. A login it has in flight still
-/// completes for its waiters; the token is just not kept.
-fn evict_least_recently_used(map: &mut HashMap<Arc<str>, Arc<Entry>>) {
-    let oldest = map
-        .iter()
-        .min_by_key(|(_, entry)| entry.last_used())
-        .map(|(taxpayer, _)| Arc::clone(taxpayer));
-    if let Some(taxpayer) = oldest {
-        map.remove(&taxpayer);
-        tracing::debug!(on_behalf_of = %taxpayer, "least recently used entry evicted");
+        self.taxpayers.for_each(|entry| entry.refresh_if_due(now));
     }
 }
 
@@ -364,7 +338,7 @@ impl std::fmt::Debug for TokenCache {
             .field("client_id", &s.credentials.client_id())
             .field("token_url", &s.token_url.as_str())
             .field("scope", &s.scope)
-            .field("taxpayers", &self.inner.taxpayers.read().len())
+            .field("taxpayers", &self.inner.taxpayers.len())
             .finish_non_exhaustive()
     }
 }

@@ -380,9 +380,11 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// The most taxpayer entries kept; past it, the least recently used one is
-    /// dropped. If used again, it takes its token back from the token store
-    /// while that is valid, and logs in otherwise.
+    /// The most taxpayer entries kept; past it, one of the least recently
+    /// used is dropped (the oldest of 32 sampled: O(1) however large the
+    /// cache; exact for 32 entries or fewer). If used again, it takes its
+    /// token back from the token store while that is valid, and logs in
+    /// otherwise.
     ///
     /// Defaults to [`DEFAULT_MAX_ENTRIES`] (10 000).
     pub fn max_entries(mut self, max: usize) -> Self {

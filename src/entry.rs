@@ -14,7 +14,7 @@
 //! token (the token store, the budget, the identity service) in
 //! [`crate::obtain`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub(crate) struct Entry {
     pub(crate) rejections: Arc<Rejections>,
     /// Owners of store locks that cut-off logins left behind (see `obtain`).
     pub(crate) abandoned_locks: Mutex<Vec<String>>,
+    /// Its index in the taxpayer table's list (see `taxpayers`).
+    pub(crate) slot: AtomicUsize,
 }
 
 impl Entry {
@@ -102,6 +104,7 @@ impl Entry {
             failures: FailureMemory::default(),
             rejections: Arc::default(),
             abandoned_locks: Mutex::new(Vec::new()),
+            slot: AtomicUsize::new(0),
         }
     }
 

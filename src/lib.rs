@@ -95,6 +95,7 @@ mod response;
 mod stats;
 mod store;
 mod taxpayer;
+mod taxpayers;
 mod token;
 
 pub use budget::{DEFAULT_LOGIN_RATE_LIMIT, DEFAULT_RATE_LIMIT_BACKOFF, PACING_MARGIN};

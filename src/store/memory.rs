@@ -28,8 +28,47 @@ use super::{drop_expired, StoreError, StoredToken, TokenStore};
 /// tokens and locks too.
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {
-    tokens: Mutex<HashMap<String, (StoredToken, Instant)>>,
-    locks: Mutex<HashMap<String, (String, Instant)>>,
+    tokens: Mutex<Expiring<StoredToken>>,
+    locks: Mutex<Expiring<String>>,
+}
+
+/// Values that expire, dropped lazily: a lookup ignores an expired value,
+/// and the whole map is swept only when it has doubled since the last
+/// sweep, so each call costs O(1) amortized, however many it holds.
+#[derive(Debug)]
+struct Expiring<V> {
+    values: HashMap<String, (V, Instant)>,
+    sweep_at: usize,
+}
+
+impl<V> Default for Expiring<V> {
+    fn default() -> Self {
+        Expiring {
+            values: HashMap::new(),
+            sweep_at: 64,
+        }
+    }
+}
+
+impl<V> Expiring<V> {
+    fn get(&self, key: &str, now: Instant) -> Option<(&V, Instant)> {
+        self.values
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(value, until)| (value, *until))
+    }
+
+    fn insert(&mut self, key: &str, value: V, until: Instant, now: Instant) {
+        if self.values.len() >= self.sweep_at {
+            drop_expired(&mut self.values, now);
+            self.sweep_at = (self.values.len() * 2).max(64);
+        }
+        self.values.insert(key.to_owned(), (value, until));
+    }
+
+    fn remove(&mut self, key: &str) -> Option<V> {
+        self.values.remove(key).map(|(value, _)| value)
+    }
 }
 
 impl MemoryTokenStore {
@@ -47,34 +86,40 @@ fn until(ttl: Duration) -> Instant {
 impl TokenStore for MemoryTokenStore {
     async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError> {
         let now = Instant::now();
-        let mut tokens = self.tokens.lock();
-        drop_expired(&mut tokens, now);
-        Ok(tokens.get(key).map(|(token, until)| StoredToken {
-            remaining: *until - now,
-            ..token.clone()
-        }))
+        Ok(self
+            .tokens
+            .lock()
+            .get(key, now)
+            .map(|(token, until)| StoredToken {
+                remaining: until - now,
+                ..token.clone()
+            }))
     }
 
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
+        let now = Instant::now();
         self.tokens
             .lock()
-            .insert(key.to_owned(), (token.clone(), until(token.remaining)));
+            .insert(key, token.clone(), until(token.remaining), now);
         Ok(())
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
         let mut locks = self.locks.lock();
-        drop_expired(&mut locks, Instant::now());
-        if locks.contains_key(key) {
+        if locks.get(key, now).is_some() {
             return Ok(false);
         }
-        locks.insert(key.to_owned(), (owner.to_owned(), until(ttl)));
+        locks.insert(key, owner.to_owned(), until(ttl), now);
         Ok(true)
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let mut locks = self.locks.lock();
-        if locks.get(key).is_some_and(|(held_by, _)| held_by == owner) {
+        if locks
+            .get(key, Instant::now())
+            .is_some_and(|(held_by, _)| held_by == owner)
+        {
             locks.remove(key);
         }
         Ok(())
