@@ -214,6 +214,7 @@ pub struct TokenCacheBuilder {
     login_error_backoff: Option<(Duration, Duration)>,
     transient_error_backoff: Option<(Duration, Duration)>,
     rejection_memory: Option<Duration>,
+    fleet_size: Option<u32>,
 }
 
 /// The checked settings a cache runs with.
@@ -234,6 +235,7 @@ pub(crate) struct Settings {
     pub(crate) token_store: Arc<dyn TokenStore>,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) rejection_memory: Duration,
+    pub(crate) fleet_size: u32,
 }
 
 impl TokenCacheBuilder {
@@ -255,6 +257,7 @@ impl TokenCacheBuilder {
             login_error_backoff: None,
             transient_error_backoff: None,
             rejection_memory: None,
+            fleet_size: None,
         }
     }
 
@@ -443,6 +446,29 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// How many processes share this client ID through the
+    /// [token store](Self::token_store). While the store is out of reach,
+    /// each process cannot know what the others spend, so it keeps to its
+    /// share of the login budget: `count / fleet_size` per period (at least
+    /// one). Without it, 50 processes would each allow themselves the whole
+    /// 12 a minute during a Redis outage, and the identity service would
+    /// answer the rest with 429s.
+    ///
+    /// ```
+    /// # use myinvois_auth::{Credentials, Environment, TokenCache};
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .environment(Environment::Production)
+    ///     .fleet_size(20) // 20 pods: during an outage, 1 login a minute each at most
+    ///     .build()?;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    ///
+    /// Defaults to 1 (a single process: the whole budget).
+    pub fn fleet_size(mut self, processes: u32) -> Self {
+        self.fleet_size = Some(processes);
+        self
+    }
+
     /// Checks the settings and builds the cache.
     ///
     /// Fails with [`Error::InvalidConfig`] when no environment or identity URL is
@@ -537,6 +563,7 @@ impl TokenCacheBuilder {
                 ),
             },
             rejection_memory: self.rejection_memory.unwrap_or(DEFAULT_REJECTION_MEMORY),
+            fleet_size: self.fleet_size.unwrap_or(1).max(1),
         })
     }
 }

@@ -20,6 +20,13 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// This process's share of the login budget's count while the token
+    /// store is out of reach: count / fleet size, at least one.
+    pub(crate) fn fallback_share(&self) -> u32 {
+        let count = self.budget.limit().map_or(u32::MAX, |l| l.count);
+        (count / self.settings.fleet_size).max(1)
+    }
+
     pub(crate) fn new(settings: Settings) -> Self {
         let budget = LoginBudget::shared(
             settings.token_url.as_str(),

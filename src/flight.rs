@@ -26,7 +26,7 @@ use crate::token::AccessToken;
 pub(crate) enum Phase {
     /// Waiting for a slot from the login budget (or about to ask).
     Queued,
-    /// Waiting for another process of the fleet, which holds the login.
+    /// Waiting for another process of the fleet, which is sending the login.
     AwaitingFleet,
     /// The login request is being sent.
     Sending,
@@ -35,8 +35,11 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
+    /// Not yet sent: the caller's `max_login_wait` bounds this. (Awaiting
+    /// the fleet means another process is sending the login: the lock's
+    /// TTL bounds that, as the login timeout bounds our own.)
     fn waiting(&self) -> bool {
-        matches!(self, Phase::Queued | Phase::AwaitingFleet)
+        matches!(self, Phase::Queued)
     }
 }
 
@@ -82,10 +85,10 @@ impl Entry {
     }
 
     /// Joins the login in flight (starting one if none runs) and waits for
-    /// its result, at most `max_login_wait` for it to be sent: a caller
-    /// whose wait runs out while the login still waits for a slot (or for
-    /// another process) gets `RateLimited` (or `Timeout`), and the login
-    /// goes on.
+    /// its result, at most `max_login_wait` for it to be sent (by this
+    /// process or another one of the fleet): a caller whose wait runs out
+    /// while the login still waits for a slot gets `RateLimited`, and the
+    /// login goes on.
     async fn join_login(self: &Arc<Self>) -> Result<AccessToken, Error> {
         let joined = Instant::now();
         let deadline = after(joined, self.ctx.settings.max_login_wait);
@@ -119,12 +122,8 @@ impl Entry {
                 // A slot that comes exactly at the deadline is in time (as
                 // the budget counts it): let the login take it first.
                 tokio::task::yield_now().await;
-                let phase = rx.borrow().clone();
-                if phase.waiting() {
-                    return Err(match phase {
-                        Phase::AwaitingFleet => Error::timeout(joined.elapsed()),
-                        _ => Error::RateLimited { retry_after: None },
-                    });
+                if rx.borrow().waiting() {
+                    return Err(Error::RateLimited { retry_after: None });
                 }
             }
         }

@@ -111,8 +111,11 @@ pub use failure::{DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF};
 pub use middleware::AuthMiddleware;
 pub use rejection::DEFAULT_REJECTION_MEMORY;
 pub use response::MAX_RETRY_AFTER;
-pub use stats::CacheStats;
-pub use store::{LoginSlot, MemoryTokenStore, SlotRequest, StoreError, StoredToken, TokenStore};
+pub use stats::{CacheStats, StoreErrors};
+pub use store::{
+    Loaded, LoginSlot, MemoryTokenStore, SlotRequest, StoreError, StoreErrorKind, StoredToken,
+    TokenStore,
+};
 #[cfg(feature = "redis")]
 pub use store::{RedisTokenStore, DEFAULT_REDIS_PREFIX};
 pub use taxpayer::OnBehalfOf;

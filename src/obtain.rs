@@ -1,34 +1,45 @@
 //! How an entry obtains a new token: one another process already shared
-//! through the token store, or a login of this process, made under the
-//! entry's lock in the store (one login per key across a fleet) and within
-//! the client ID's login budget (this process's and the fleet's).
+//! through the token store, or a login of this process within the client
+//! ID's login budget (this process's and the fleet's), under the entry's
+//! lock in the store so that one process in a fleet logs in per key.
+//!
+//! The lock covers the login call only: the budget slot is taken first, the
+//! lock for about the login timeout after, and it is released on every path
+//! (a login cut off leaves it to the entry's next login). A process that
+//! finds another one logging in waits for its token with back-off, one
+//! store call a poll, for at most the lock's TTL (that login is being sent;
+//! a dead holder's lock expires); a background refresh does not wait at all
+//! (its token is still valid): the next sweep takes the new one from the
+//! store.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::budget::{Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
+use crate::budget::{Grant, Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
 use crate::clock::after;
 use crate::entry::{Entry, REFRESH_MARGIN};
 use crate::error::Error;
 use crate::flight::{Phase, Progress};
 use crate::login::login;
 use crate::stats::Counters;
-use crate::store::{lock_owner, LoginSlot, SlotRequest, StoreError};
+use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest, StoreError, StoreErrorKind};
 use crate::token::AccessToken;
 
 /// How long a login may take, for the lock, when no login timeout is set.
 const LOCK_LOGIN_ALLOWANCE: Duration = Duration::from_secs(60);
-/// While another process holds an entry's login lock, look for its token this often.
-const FLEET_POLL: Duration = Duration::from_millis(100);
+/// The lock outlives the login call by this much.
+const LOCK_MARGIN: Duration = Duration::from_secs(5);
+/// While another process logs in for the entry, look for its token after
+/// this long, doubling up to [`FLEET_POLL_MAX`].
+const FLEET_POLL_FIRST: Duration = Duration::from_millis(250);
+const FLEET_POLL_MAX: Duration = Duration::from_secs(2);
 /// Budget for one token-store call (stores have their own, shorter, limits).
 const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
 
 impl Entry {
-    /// Gets a new token for the entry: one another process already obtained,
-    /// or a login of this process under the entry's lock in the token store,
-    /// so that one process in a fleet logs in per key.
+    /// Gets a new token for the entry (see the module docs).
     pub(crate) async fn obtain(
         &self,
         reason: &'static str,
@@ -36,65 +47,78 @@ impl Entry {
         progress: &Progress,
     ) -> Result<AccessToken, Error> {
         let ctx = &self.ctx;
-        let deadline = urgency.get().deadline;
         let store = &ctx.settings.token_store;
+        self.release_abandoned_locks().await;
         // The token to improve on: the one held (a refresh), or one rejected.
         let rejected = self.rejected_until.load(Ordering::Relaxed);
         let have = match self.current.load().as_ref() {
             Some(current) => Some(current.expires),
             None => (rejected > 0).then(|| ctx.clock.at(rejected)),
         };
-        self.release_abandoned_locks().await;
-        if let Some(token) = self.shared_token(have).await {
-            return Ok(token);
-        }
-        let lock = HeldLock::new(self);
-        // The lock covers the wait for a budget slot and the login itself;
-        // others give up waiting for our token when it could no longer come.
         let login_time = ctx.settings.login_timeout.unwrap_or(LOCK_LOGIN_ALLOWANCE);
-        let hold_for = deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_add(login_time)
-            .saturating_add(Duration::from_secs(5));
-        let give_up = after(deadline, login_time);
-        let started = Instant::now();
+        let ttl = login_time.saturating_add(LOCK_MARGIN);
+        let mut awaiting: Option<(Instant, Duration)> = None;
         loop {
+            // Someone may have shared a token, or be logging in for it.
+            let loaded = self.store("load", store.load(&self.store_key)).await;
+            let locked = loaded.as_ref().is_some_and(|l| l.locked);
+            if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
+                return Ok(token);
+            }
+            if locked {
+                if urgency.get().refresh {
+                    // Our token is still valid: no polling; the next sweep
+                    // takes the new one from the store.
+                    tracing::debug!(entry = %self.label, "another process is refreshing this entry");
+                    return Err(Error::LoginAborted);
+                }
+                // The lock is held only while a login is sent: like our own
+                // login once sent, that login's time bounds the wait (the
+                // lock's TTL, which a dead holder cannot outlast).
+                progress.set(Phase::AwaitingFleet);
+                let now = Instant::now();
+                let (since, poll) = awaiting.get_or_insert((now, FLEET_POLL_FIRST));
+                let give_up = after(*since, ttl);
+                if now >= give_up {
+                    return Err(Error::timeout(since.elapsed()));
+                }
+                tokio::time::sleep_until(after(now, *poll).min(give_up)).await;
+                *poll = (*poll * 2).min(FLEET_POLL_MAX);
+                continue;
+            }
+            awaiting = None;
+            let slot = self.login_slot(reason, urgency, progress).await?;
+            let mut lock = HeldLock::new(self);
             match self
-                .store(
-                    "lock",
-                    store.try_lock(&self.store_key, &lock.owner, hold_for),
-                )
+                .store("lock", store.try_lock(&self.store_key, &lock.owner, ttl))
                 .await
             {
                 // Ours, or no store to ask: log in ourselves.
-                Some(true) | None => break,
+                Some(true) | None => {}
                 Some(false) => {
-                    progress.set(Phase::AwaitingFleet);
-                    if Instant::now() >= give_up {
-                        return Err(Error::timeout(started.elapsed()));
-                    }
-                    tokio::time::sleep(FLEET_POLL).await;
-                    if let Some(token) = self.shared_token(have).await {
-                        return Ok(token);
-                    }
+                    // Another process took it since we looked: wait for its token.
+                    lock.released = true;
+                    slot.give_back(self).await;
+                    continue;
                 }
             }
+            // Another process may have finished just before we took the lock.
+            let loaded = self.store("load", store.load(&self.store_key)).await;
+            if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
+                lock.release().await;
+                slot.give_back(self).await;
+                return Ok(token);
+            }
+            slot.keep();
+            let result = self.login_now(reason, progress).await;
+            if let Ok(token) = &result {
+                let stored = token.to_stored(Instant::now());
+                self.store("save", store.save(&self.store_key, &stored))
+                    .await;
+            }
+            lock.release().await;
+            return result;
         }
-        // Another process may have finished just before we took the lock.
-        let result = match self.shared_token(have).await {
-            Some(token) => Ok(token),
-            None => {
-                let result = self.login_within_budget(reason, urgency, progress).await;
-                if let Ok(token) = &result {
-                    let stored = token.to_stored(Instant::now());
-                    self.store("save", store.save(&self.store_key, &stored))
-                        .await;
-                }
-                result
-            }
-        };
-        lock.release().await;
-        result
     }
 
     /// Releases the store locks that logins of this entry held when they
@@ -111,12 +135,10 @@ impl Entry {
         }
     }
 
-    /// A token in the store that is valid for a while and, for a refresh,
-    /// newer than the one held (`have` is its expiry).
-    async fn shared_token(&self, have: Option<Instant>) -> Option<AccessToken> {
-        let stored = self
-            .store("load", self.ctx.settings.token_store.load(&self.store_key))
-            .await??;
+    /// The token in `loaded`, if it passes the checks, is valid for a while
+    /// and, for a refresh, is newer than the one held (`have` is its expiry).
+    fn accept_shared(&self, loaded: Loaded, have: Option<Instant>) -> Option<AccessToken> {
+        let stored = loaded.token?;
         let token = match AccessToken::from_stored(
             stored,
             &self.ctx.clock,
@@ -139,46 +161,52 @@ impl Entry {
         }
     }
 
-    /// Runs a token-store call; on failure or slowness, logs a warning and
-    /// returns `None`, so the caller goes on as a single process would.
-    async fn store<T>(
+    /// Runs a token-store call; on failure or slowness, counts it by kind,
+    /// logs a warning naming the kind and returns `None`, so the caller goes
+    /// on as a single process would.
+    pub(crate) async fn store<T>(
         &self,
         what: &'static str,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Option<T> {
-        match tokio::time::timeout(STORE_CALL_LIMIT, call).await {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(error)) => {
-                tracing::warn!(entry = %self.label, what, %error, "token store unavailable; going on without it");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(entry = %self.label, what, "token store too slow; going on without it");
-                None
-            }
-        }
+        let error = match tokio::time::timeout(STORE_CALL_LIMIT, call).await {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(error)) => error,
+            Err(_) => StoreError::new(
+                StoreErrorKind::Timeout,
+                "the token store did not answer in time",
+            ),
+        };
+        self.ctx.counters.store_error(error.kind());
+        tracing::warn!(entry = %self.label, what, kind = %error.kind(), %error, "token store unavailable; going on without it");
+        None
     }
 
-    /// Takes a slot from this process's budget and then from the fleet's (the
-    /// token store's), and logs in.
-    async fn login_within_budget(
+    /// Takes a slot from this process's budget and then from the fleet's
+    /// (the token store's). While the store is out of reach, this process
+    /// keeps to its share of the budget (see `fleet_size`).
+    async fn login_slot(
         &self,
         reason: &'static str,
         urgency: &Urgency,
         progress: &Progress,
-    ) -> Result<AccessToken, Error> {
+    ) -> Result<Slot<'_>, Error> {
         let ctx = &self.ctx;
         let store = &ctx.settings.token_store;
         progress.set(Phase::Queued);
+        let mut share = (!store.is_available()).then_some(ctx.fallback_share());
         loop {
-            let grant = match ctx.budget.acquire(urgency, None).await {
+            let grant = match ctx.budget.acquire(urgency, share).await {
                 Ok(grant) => grant,
                 Err(error) => return Err(self.refused(reason, error)),
             };
             let Some(limit) = ctx.budget.limit() else {
-                grant.keep();
-                break;
+                return Ok(Slot { grant, fleet: None });
             };
+            if share.is_some() {
+                // The store is out of reach: our share is all there is.
+                return Ok(Slot { grant, fleet: None });
+            }
             let request = SlotRequest {
                 count: limit.count,
                 window: limit.window(),
@@ -189,10 +217,16 @@ impl Entry {
                 .store("reserve", store.reserve_login(&ctx.budget_key, &request))
                 .await
             {
-                // Ours fleet-wide, or no store to ask: log in.
-                Some(LoginSlot::Granted) | None => {
-                    grant.keep();
-                    break;
+                Some(LoginSlot::Granted) => {
+                    return Ok(Slot {
+                        grant,
+                        fleet: Some(request.id),
+                    })
+                }
+                None => {
+                    // The store failed now: ask again within our share.
+                    drop(grant);
+                    share = Some(ctx.fallback_share());
                 }
                 Some(LoginSlot::Wait(wait)) => {
                     // Not ours after all: give the local slot back, and wait
@@ -209,6 +243,16 @@ impl Entry {
                 }
             }
         }
+    }
+
+    /// Sends the login.
+    async fn login_now(
+        &self,
+        reason: &'static str,
+        progress: &Progress,
+    ) -> Result<AccessToken, Error> {
+        let ctx = &self.ctx;
+        let store = &ctx.settings.token_store;
         Counters::bump(&ctx.counters.logins);
         progress.set(Phase::Sending);
         let started = Instant::now();
@@ -246,6 +290,30 @@ impl Entry {
         Counters::bump(&self.ctx.counters.logins_refused_by_budget);
         tracing::warn!(entry = %self.label, reason, %error, "no login slot in time");
         error
+    }
+}
+
+/// A login slot: this process's, and the fleet's reservation when there is
+/// one. Given back if the login is never sent.
+struct Slot<'a> {
+    grant: Grant<'a>,
+    fleet: Option<String>,
+}
+
+impl Slot<'_> {
+    fn keep(self) {
+        self.grant.keep();
+    }
+
+    /// The login will not be sent: both slots are given back.
+    async fn give_back(self, entry: &Entry) {
+        drop(self.grant);
+        if let Some(id) = self.fleet {
+            let (ctx, store) = (&entry.ctx, &entry.ctx.settings.token_store);
+            entry
+                .store("release", store.release_login(&ctx.budget_key, &id))
+                .await;
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::store::StoreErrorKind;
+
 /// A snapshot of a [`TokenCache`](crate::TokenCache)'s counters, from
 /// [`TokenCache::stats`](crate::TokenCache::stats). Counts are since the
 /// cache was built, over all its clones.
@@ -32,6 +34,42 @@ pub struct CacheStats {
     pub answered_from_memory: u64,
     /// Entries currently cached (the plain login, once used, and each taxpayer).
     pub entries: usize,
+    /// Token store calls that failed, by kind (the cache went on without
+    /// the store each time).
+    pub store_errors: StoreErrors,
+}
+
+/// Token store failures by [`StoreErrorKind`], from [`CacheStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreErrors {
+    /// Out of reach (refused, dropped, or skipped after repeated failures).
+    pub unreachable: u64,
+    /// No answer in time.
+    pub timeout: u64,
+    /// Authentication or ACL refused (`WRONGPASS`, `NOAUTH`, `NOPERM`).
+    pub auth: u64,
+    /// TLS handshake failed (an unknown CA, …).
+    pub tls: u64,
+    /// A read-only replica answered (`READONLY`: a failover).
+    pub read_only: u64,
+    /// A script failed.
+    pub script: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+impl StoreErrors {
+    /// All failures, whatever their kind.
+    pub fn total(&self) -> u64 {
+        self.unreachable
+            + self.timeout
+            + self.auth
+            + self.tls
+            + self.read_only
+            + self.script
+            + self.other
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +79,7 @@ pub(crate) struct Counters {
     pub(crate) logins_refused_by_budget: AtomicU64,
     pub(crate) refreshes_ahead: AtomicU64,
     pub(crate) answered_from_memory: AtomicU64,
+    store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
 }
 
 impl Counters {
@@ -48,7 +87,12 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn store_error(&self, kind: StoreErrorKind) {
+        Self::bump(&self.store_errors[kind.index()]);
+    }
+
     pub(crate) fn snapshot(&self, entries: usize) -> CacheStats {
+        let errors = |kind: StoreErrorKind| self.store_errors[kind.index()].load(Ordering::Relaxed);
         CacheStats {
             logins: self.logins.load(Ordering::Relaxed),
             logins_rate_limited: self.logins_rate_limited.load(Ordering::Relaxed),
@@ -56,6 +100,15 @@ impl Counters {
             refreshes_ahead: self.refreshes_ahead.load(Ordering::Relaxed),
             answered_from_memory: self.answered_from_memory.load(Ordering::Relaxed),
             entries,
+            store_errors: StoreErrors {
+                unreachable: errors(StoreErrorKind::Unreachable),
+                timeout: errors(StoreErrorKind::Timeout),
+                auth: errors(StoreErrorKind::Auth),
+                tls: errors(StoreErrorKind::Tls),
+                read_only: errors(StoreErrorKind::ReadOnly),
+                script: errors(StoreErrorKind::Script),
+                other: errors(StoreErrorKind::Other),
+            },
         }
     }
 }

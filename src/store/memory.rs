@@ -6,7 +6,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{drop_expired, StoreError, StoredToken, TokenStore};
+use super::{drop_expired, Loaded, StoreError, StoredToken, TokenStore};
 
 /// A store in this process's memory: the default. Shared between caches only
 /// if they are given the same instance.
@@ -84,16 +84,18 @@ fn until(ttl: Duration) -> Instant {
 
 #[async_trait::async_trait]
 impl TokenStore for MemoryTokenStore {
-    async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError> {
+    async fn load(&self, key: &str) -> Result<Loaded, StoreError> {
         let now = Instant::now();
-        Ok(self
+        let token = self
             .tokens
             .lock()
             .get(key, now)
             .map(|(token, until)| StoredToken {
                 remaining: until - now,
                 ..token.clone()
-            }))
+            });
+        let locked = self.locks.lock().get(key, now).is_some();
+        Ok(Loaded { token, locked })
     }
 
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
@@ -163,10 +165,10 @@ mod tests {
         store.save("k", &token).await.unwrap();
         tokio::time::advance(Duration::from_secs(20)).await;
         // The store says how long is left by its own clock.
-        let loaded = store.load("k").await.unwrap().unwrap();
+        let loaded = store.load("k").await.unwrap().token.unwrap();
         assert_eq!(loaded.remaining, Duration::from_secs(40));
         assert_eq!(loaded.access_token, "t");
         tokio::time::advance(Duration::from_secs(40)).await;
-        assert_eq!(store.load("k").await.unwrap(), None);
+        assert_eq!(store.load("k").await.unwrap().token, None);
     }
 }

@@ -27,12 +27,14 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+mod error;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisTokenStore, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
+pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryTokenStore;
 
 /// A token as kept in a store: never the client secret.
@@ -97,11 +99,16 @@ pub enum LoginSlot {
     Wait(Duration),
 }
 
-/// A store failed or is unreachable. The cache falls back to behaving as a
-/// single process; the message is logged, never shown to API callers.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("token store: {0}")]
-pub struct StoreError(pub String);
+/// What a store holds for a key: the token, if any, and whether a login
+/// (another process's, or another task's) holds the key's lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The unexpired token, with [`remaining`](StoredToken::remaining)
+    /// counted by the store's own clock.
+    pub token: Option<StoredToken>,
+    /// Whether the key's login lock is held.
+    pub locked: bool,
+}
 
 /// Where caches share tokens, logins and the login budget. See the module
 /// docs for the protocol; keys are opaque hashes made by the cache.
@@ -112,8 +119,10 @@ pub struct StoreError(pub String);
 #[async_trait::async_trait]
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// The unexpired token stored under `key`, if any, with
-    /// [`remaining`](StoredToken::remaining) counted by the store's own clock.
-    async fn load(&self, key: &str) -> Result<Option<StoredToken>, StoreError>;
+    /// [`remaining`](StoredToken::remaining) counted by the store's own
+    /// clock, and whether the key's login lock is held. Waiting processes
+    /// poll this: it should be one round trip.
+    async fn load(&self, key: &str) -> Result<Loaded, StoreError>;
 
     /// Stores `token` under `key` for [`remaining`](StoredToken::remaining).
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError>;
@@ -151,6 +160,22 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// The default does nothing (the cache's own budget is blocked anyway).
     async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError> {
         let _ = (budget, duration);
+        Ok(())
+    }
+
+    /// Whether the store is worth asking now: `false` while it is known to
+    /// be out of reach (a [`RedisTokenStore`] skips Redis for a few seconds
+    /// after repeated failures). The cache then keeps to its
+    /// [fleet share](crate::TokenCacheBuilder::fleet_size) of the login
+    /// budget. Must be cheap; the default is `true`.
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    /// Checks that the store can be used: reachable, authenticated, allowed
+    /// to run what the cache needs. For a readiness probe; the cache itself
+    /// never needs it. The default succeeds.
+    async fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

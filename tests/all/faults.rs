@@ -315,10 +315,7 @@ struct PanicsOnce {
 
 #[async_trait::async_trait]
 impl myinvois_auth::TokenStore for PanicsOnce {
-    async fn load(
-        &self,
-        key: &str,
-    ) -> Result<Option<myinvois_auth::StoredToken>, myinvois_auth::StoreError> {
+    async fn load(&self, key: &str) -> Result<myinvois_auth::Loaded, myinvois_auth::StoreError> {
         self.inner.load(key).await
     }
     async fn save(

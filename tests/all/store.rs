@@ -18,8 +18,11 @@ struct Answering {
 
 #[async_trait::async_trait]
 impl TokenStore for Answering {
-    async fn load(&self, _key: &str) -> Result<Option<StoredToken>, StoreError> {
-        Ok(Some(self.token.clone()))
+    async fn load(&self, _key: &str) -> Result<myinvois_auth::Loaded, StoreError> {
+        Ok(myinvois_auth::Loaded {
+            token: Some(self.token.clone()),
+            locked: false,
+        })
     }
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
         self.inner.save(key, token).await

@@ -1,0 +1,101 @@
+//! [`StoreError`]: a token store call that failed, and what kind of failure
+//! it was, so that health can be counted and warnings can name the cause.
+
+use std::fmt;
+
+/// What kind of failure a token store call had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store cannot be reached (connection refused or dropped, DNS),
+    /// or is skipped for a while after repeated failures.
+    Unreachable,
+    /// The store did not answer in time.
+    Timeout,
+    /// Authentication or permission refused (`WRONGPASS`, `NOAUTH`,
+    /// `NOPERM`: check the user and its ACL).
+    Auth,
+    /// The TLS handshake failed (an unknown CA, a bad certificate, no
+    /// rustls crypto provider).
+    Tls,
+    /// The node is a read-only replica (`READONLY`: a failover happened).
+    ReadOnly,
+    /// A script failed (`NOSCRIPT`, a Lua error).
+    Script,
+    /// Anything else (an unexpected answer, a value not in the expected form).
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Every kind, in a fixed order (for counters).
+    pub(crate) const ALL: [StoreErrorKind; 7] = [
+        StoreErrorKind::Unreachable,
+        StoreErrorKind::Timeout,
+        StoreErrorKind::Auth,
+        StoreErrorKind::Tls,
+        StoreErrorKind::ReadOnly,
+        StoreErrorKind::Script,
+        StoreErrorKind::Other,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(6)
+    }
+
+    /// A short name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorKind::Unreachable => "unreachable",
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::Auth => "auth",
+            StoreErrorKind::Tls => "tls",
+            StoreErrorKind::ReadOnly => "read_only",
+            StoreErrorKind::Script => "script",
+            StoreErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token store call failed or could not be made. The cache then goes on
+/// as a single process would, counting the failure by its
+/// [`kind`](Self::kind) and logging it; it never reaches an API caller.
+/// The message never holds a secret (a password, a token).
+///
+/// ```
+/// use myinvois_auth::{StoreError, StoreErrorKind};
+/// let err = StoreError::new(StoreErrorKind::ReadOnly, "READONLY: the node is a replica");
+/// assert_eq!(err.kind(), StoreErrorKind::ReadOnly);
+/// assert_eq!(err.to_string(), "token store (read_only): READONLY: the node is a replica");
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("token store ({kind}): {message}")]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+}
+
+impl StoreError {
+    /// A failure of `kind`, described by `message` (which must not hold a secret).
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A failure of no particular kind.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Other, message)
+    }
+
+    /// What kind of failure it was.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}

@@ -1,0 +1,346 @@
+//! The connection to Redis: where it comes from (a URL, a client the
+//! operator built, a Cluster, Sentinel), one connection attempt at a time,
+//! and when to remake it.
+//!
+//! redis-rs' `ConnectionManager` reconnects on I/O errors only, always to the
+//! same address; a store that must follow a failover remakes the connection
+//! itself: on `READONLY` (the node became a replica), on `MOVED`/`ASK`
+//! outside Cluster mode, on repeated timeouts (a hung node) and on dropped
+//! connections. Through Sentinel, remaking asks it for the current primary;
+//! through a DNS name repointed at failover, a new connection resolves anew.
+//!
+//! After repeated failures the store skips Redis for a few seconds (a
+//! circuit breaker) instead of paying a timeout on every call, then probes
+//! it again with the next call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::SentinelClient;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::classify::{classify, Connection as After};
+use crate::store::{StoreError, StoreErrorKind};
+
+/// Each Redis call gets this long.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Making a connection gets this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failures in a row (timeouts, unreachable) after which Redis is skipped.
+const FAILURES_TO_OPEN: u32 = 3;
+/// How long Redis is skipped after [`FAILURES_TO_OPEN`] failures in a row.
+const OPEN_FOR: Duration = Duration::from_secs(5);
+/// Timeouts in a row after which the connection is remade.
+const TIMEOUTS_TO_REMAKE: u32 = 2;
+
+/// Where connections come from.
+pub(super) enum Source {
+    /// One server (a URL, or a client the operator built: TLS, ACL user).
+    Client(redis::Client),
+    /// A Redis Cluster.
+    Cluster(ClusterClient),
+    /// A primary found through Sentinel, asked again on every reconnection.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+impl Source {
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Source::Cluster(_))
+    }
+
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let config = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(CALL_TIMEOUT))
+                .set_number_of_retries(1)
+        };
+        let failed = |e: redis::RedisError| classify(&e, self.is_cluster()).0;
+        match self {
+            Source::Client(client) => {
+                if matches!(
+                    client.get_connection_info().addr(),
+                    redis::ConnectionAddr::TcpTls { .. }
+                ) {
+                    ensure_crypto_provider()?;
+                }
+                ConnectionManager::new_with_config(client.clone(), config())
+                    .await
+                    .map(Conn::Manager)
+                    .map_err(failed)
+            }
+            Source::Cluster(client) => {
+                ensure_crypto_provider()?;
+                client
+                    .get_async_connection()
+                    .await
+                    .map(|c| Conn::Cluster(Box::new(c)))
+                    .map_err(failed)
+            }
+            Source::Sentinel(sentinel) => {
+                ensure_crypto_provider()?;
+                let primary = sentinel
+                    .lock()
+                    .await
+                    .async_get_client()
+                    .await
+                    .map_err(failed)?;
+                ConnectionManager::new_with_config(primary, config())
+                    .await
+                    .map(Conn::Manager)
+                    .map_err(failed)
+            }
+        }
+    }
+}
+
+/// redis-rs builds its rustls configuration from the process-level crypto
+/// provider and panics when it cannot pick one (both ring and aws-lc-rs
+/// compiled in, none installed). Install aws-lc-rs's, the one this crate's
+/// TLS uses, if the application installed none; an application that wants
+/// another installs it at start-up.
+fn ensure_crypto_provider() -> Result<(), StoreError> {
+    use rustls::crypto::CryptoProvider;
+    if CryptoProvider::get_default().is_none() {
+        // An error means another thread installed one meanwhile: fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+    match CryptoProvider::get_default() {
+        Some(_) => Ok(()),
+        None => Err(StoreError::new(
+            StoreErrorKind::Tls,
+            "no rustls crypto provider: install one with CryptoProvider::install_default()",
+        )),
+    }
+}
+
+/// A connection of any source.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Manager(ConnectionManager),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Manager(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Manager(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+type Attempt = watch::Receiver<Option<Result<Conn, StoreError>>>;
+
+/// The shared connection and its health.
+pub(super) struct Link {
+    source: Arc<Source>,
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    phase: Phase,
+    /// Failures in a row (connects and calls that timed out or found Redis
+    /// out of reach); at [`FAILURES_TO_OPEN`], Redis is skipped for a while.
+    failures: u32,
+    /// Timeouts in a row on the current connection.
+    timeouts: u32,
+}
+
+enum Phase {
+    /// No connection; the next call makes one, but not before `retry_at`.
+    Down {
+        retry_at: Option<Instant>,
+    },
+    /// A connection attempt is under way.
+    Connecting(Attempt),
+    Up(Conn),
+}
+
+impl Link {
+    pub(super) fn new(source: Source) -> Self {
+        Link {
+            source: Arc::new(source),
+            state: Arc::new(Mutex::new(State {
+                phase: Phase::Down { retry_at: None },
+                failures: 0,
+                timeouts: 0,
+            })),
+        }
+    }
+
+    /// Whether Redis is worth asking now (not skipped after failures).
+    pub(super) fn is_available(&self) -> bool {
+        let state = self.state.lock();
+        match &state.phase {
+            Phase::Down { retry_at: Some(at) } => Instant::now() >= *at,
+            _ => true,
+        }
+    }
+
+    /// Runs one call with the call timeout, and keeps the connection's
+    /// health: a failed call may remake the connection or skip Redis.
+    pub(super) async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, f(connection)).await {
+            Ok(Ok(value)) => {
+                let mut state = self.state.lock();
+                state.failures = 0;
+                state.timeouts = 0;
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                let (error, after) = classify(&error, self.source.is_cluster());
+                self.failed(after, error.kind() == StoreErrorKind::Timeout);
+                Err(error)
+            }
+            Err(_) => {
+                self.failed(After::Failing, true);
+                Err(StoreError::new(
+                    StoreErrorKind::Timeout,
+                    "Redis did not answer in time",
+                ))
+            }
+        }
+    }
+
+    fn failed(&self, after: After, timeout: bool) {
+        let mut state = self.state.lock();
+        match after {
+            After::Keep => {}
+            After::Remake => {
+                tracing::warn!("Redis node changed role: reconnecting");
+                state.phase = Phase::Down { retry_at: None };
+                state.timeouts = 0;
+            }
+            After::Failing => {
+                state.failures += 1;
+                state.timeouts = if timeout { state.timeouts + 1 } else { 0 };
+                let remake = !timeout || state.timeouts >= TIMEOUTS_TO_REMAKE;
+                if state.failures >= FAILURES_TO_OPEN {
+                    state.phase = Phase::Down {
+                        retry_at: Some(Instant::now() + OPEN_FOR),
+                    };
+                    state.timeouts = 0;
+                } else if remake {
+                    state.phase = Phase::Down { retry_at: None };
+                    state.timeouts = 0;
+                }
+            }
+        }
+    }
+
+    /// The connection, made on first use. Callers that arrive while it is
+    /// being made wait for that attempt (bounded by the connect timeout)
+    /// instead of going on without Redis. No lock is held across an `.await`.
+    async fn connection(&self) -> Result<Conn, StoreError> {
+        let mut attempt = {
+            let mut state = self.state.lock();
+            match &state.phase {
+                Phase::Up(connection) => return Ok(connection.clone()),
+                Phase::Connecting(attempt) => attempt.clone(),
+                Phase::Down { retry_at: Some(at) } if Instant::now() < *at => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Unreachable,
+                        format!(
+                            "Redis skipped for {:.1} s after repeated failures",
+                            at.saturating_duration_since(Instant::now()).as_secs_f64()
+                        ),
+                    ))
+                }
+                Phase::Down { .. } => {
+                    let attempt = self.start_connecting()?;
+                    state.phase = Phase::Connecting(attempt.clone());
+                    attempt
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(
+            CONNECT_TIMEOUT + CALL_TIMEOUT,
+            attempt.wait_for(Option::is_some),
+        )
+        .await
+        .map_err(|_| StoreError::new(StoreErrorKind::Timeout, "connecting to Redis timed out"))?
+        .map_err(|_| {
+            StoreError::new(
+                StoreErrorKind::Unreachable,
+                "the connection attempt was abandoned",
+            )
+        })?;
+        outcome
+            .clone()
+            .unwrap_or_else(|| Err(StoreError::other("no connection")))
+    }
+
+    /// Starts one connection attempt in its own task (a caller that gives up
+    /// does not cancel it), and records its outcome.
+    fn start_connecting(&self) -> Result<Attempt, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::other("not inside a tokio runtime"))?;
+        let (tx, rx) = watch::channel(None);
+        let (source, state) = (Arc::clone(&self.source), Arc::clone(&self.state));
+        runtime.spawn(async move {
+            let outcome = match tokio::time::timeout(CONNECT_TIMEOUT, source.connect()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(StoreError::new(
+                    StoreErrorKind::Timeout,
+                    "connecting to Redis timed out",
+                )),
+            };
+            {
+                let mut state = state.lock();
+                state.phase = match &outcome {
+                    Ok(connection) => {
+                        tracing::info!("connected to Redis");
+                        state.timeouts = 0;
+                        Phase::Up(connection.clone())
+                    }
+                    Err(error) => {
+                        state.failures += 1;
+                        tracing::warn!(%error, "cannot connect to Redis");
+                        // Try again soon, then skip Redis for a while.
+                        let wait = if state.failures >= FAILURES_TO_OPEN {
+                            OPEN_FOR
+                        } else {
+                            Duration::from_millis(500)
+                        };
+                        Phase::Down {
+                            retry_at: Some(Instant::now() + wait),
+                        }
+                    }
+                };
+            }
+            let _ = tx.send(Some(outcome));
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,452 @@
+//! [`RedisTokenStore`]: tokens, login locks and the login budget shared by a
+//! fleet of processes through Redis: one server (a URL, or a client you
+//! built), a Redis Cluster, or a primary found through Sentinel.
+//!
+//! Where connections come from and when they are remade is in
+//! `connection`; what a Redis error means, in `classify`.
+
+mod classify;
+mod connection;
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::DateTime;
+use redis::cluster::ClusterClient;
+use redis::sentinel::SentinelClient;
+
+use self::connection::{Link, Source};
+use super::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore};
+
+/// Default key prefix of [`RedisTokenStore`].
+pub const DEFAULT_PREFIX: &str = "myinvois-auth";
+
+/// Reserves a login slot by the sliding-window rule, atomically and by
+/// Redis' own clock (so the hosts' clocks do not matter). KEYS[1]: sorted
+/// set of the window's logins (score: ms), KEYS[2]: hash {blocked, paced}.
+/// ARGV: count, window ms, pace ms (0: not paced), reservation id.
+/// Returns {1, 0} when granted, {0, ms until a slot may free} otherwise.
+const RESERVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local count, window, pace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local blocked = tonumber(redis.call('HGET', KEYS[2], 'blocked') or '0')
+if blocked > now then
+  return {0, blocked - now}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= count then
+  local oldest = redis.call('ZRANGE', KEYS[1], n - count, n - count, 'WITHSCORES')
+  return {0, math.max(1, tonumber(oldest[2]) + window - now)}
+end
+if pace > 0 then
+  local last = tonumber(redis.call('HGET', KEYS[2], 'paced') or '0')
+  if now < last + pace then
+    return {0, last + pace - now}
+  end
+  redis.call('HSET', KEYS[2], 'paced', now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window + 1000)
+redis.call('PEXPIRE', KEYS[2], math.max(window, blocked - now) + 1000)
+return {1, 0}
+"#;
+
+/// Blocks the budget for ARGV[1] ms from Redis' now, keeping a later block.
+/// KEYS[1]: the budget's hash.
+const BLOCK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = now + tonumber(ARGV[1])
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
+if until_ms > blocked then
+  redis.call('HSET', KEYS[1], 'blocked', until_ms)
+end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], math.max(ttl, tonumber(ARGV[1]) + 1000))
+return 1
+"#;
+
+/// The token, how long Redis says it has left, and whether the key's login
+/// lock is held, in one atomic call (a waiting process polls this).
+/// KEYS[1]: the token, KEYS[2]: the lock (same hash tag, same slot).
+const LOAD: &str = r#"
+local value = redis.call('GET', KEYS[1])
+local locked = redis.call('EXISTS', KEYS[2])
+if not value then
+  return {false, -2, locked}
+end
+return {value, redis.call('PTTL', KEYS[1]), locked}
+"#;
+
+/// Deletes the lock only if its value is still the owner's.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Shares tokens, login locks and the login budget across processes and
+/// hosts through Redis (cargo feature `redis`).
+///
+/// Keys are `<prefix>:token:{<hash>}`, `<prefix>:lock:{<hash>}`,
+/// `<prefix>:logins:{<hash>}` and `<prefix>:budget:{<hash>}`, the hash being
+/// SHA-256 of identity URL, client ID, scope and taxpayer: none of them is
+/// stored in clear, and the client secret is never written. Every key has a
+/// TTL. The hash tag keeps one entry's keys in one Cluster slot.
+///
+/// The connection is made on first use and remade when the node it talks
+/// to stops being the primary (`READONLY`), after repeated timeouts and
+/// when it drops; after repeated failures Redis is skipped for a few
+/// seconds. While Redis is out of reach, the cache logs a warning, works as
+/// a single process would, and keeps to its
+/// [fleet share](crate::TokenCacheBuilder::fleet_size) of the login budget.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use myinvois_auth::{Credentials, Environment, RedisTokenStore, TokenCache};
+/// let store = RedisTokenStore::new("rediss://user:password@redis.internal:6380/0")?.prefix("erp-prod");
+/// let cache = TokenCache::builder(Credentials::new("client-id", "client-secret"))
+///     .environment(Environment::Production)
+///     .token_store(Arc::new(store))
+///     .fleet_size(20)
+///     .build()?;
+/// # Ok::<(), myinvois_auth::Error>(())
+/// ```
+pub struct RedisTokenStore {
+    link: Link,
+    prefix: String,
+    load: redis::Script,
+    reserve: redis::Script,
+    block: redis::Script,
+    unlock: redis::Script,
+}
+
+impl RedisTokenStore {
+    /// A store at `url` (`redis://`, or `rediss://` for TLS with the public
+    /// web roots; user and password in the URL), with the default key
+    /// prefix and TCP keepalive. Does not connect yet. For a private CA,
+    /// client certificates or other settings, build the client yourself:
+    /// [`from_client`](Self::from_client).
+    pub fn new(url: &str) -> Result<Self, crate::Error> {
+        use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+        use redis::IntoConnectionInfo;
+        let invalid = |e: redis::RedisError| {
+            crate::Error::InvalidConfig(format!("invalid Redis URL ({:?})", e.kind()))
+        };
+        let info = url
+            .into_connection_info()
+            .map_err(invalid)?
+            .set_tcp_settings(
+                TcpSettings::default().set_nodelay(true).set_keepalive(
+                    TcpKeepalive::new()
+                        .with_time(Duration::from_secs(30))
+                        .with_interval(Duration::from_secs(10)),
+                ),
+            );
+        let client = redis::Client::open(info).map_err(invalid)?;
+        Ok(Self::from_client(client))
+    }
+
+    /// Like [`new`](Self::new), with keys under `prefix`.
+    pub fn with_prefix(url: &str, prefix: &str) -> Result<Self, crate::Error> {
+        Ok(Self::new(url)?.prefix(prefix))
+    }
+
+    /// A store on a client you built with the `redis` crate's own API: TLS
+    /// with a private CA or client certificates (`Client::build_with_tls`),
+    /// an ACL user, TCP settings. Does not connect yet.
+    ///
+    /// ```no_run
+    /// use myinvois_auth::RedisTokenStore;
+    /// let ca = std::fs::read("/etc/redis/ca.pem")?;
+    /// let client = redis::Client::build_with_tls(
+    ///     "rediss://myinvois:password@redis.internal:6380/0",
+    ///     redis::TlsCertificates { client_tls: None, root_cert: Some(ca) },
+    /// )?;
+    /// let store = RedisTokenStore::from_client(client).prefix("erp-prod");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_client(client: redis::Client) -> Self {
+        Self::from_source(Source::Client(client))
+    }
+
+    /// A store on a Redis Cluster (`redis::cluster::ClusterClient`). Every
+    /// key of one entry shares a slot, so each script runs on one node.
+    ///
+    /// ```no_run
+    /// use myinvois_auth::RedisTokenStore;
+    /// let cluster = redis::cluster::ClusterClient::new(vec![
+    ///     "redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/", "redis://10.0.0.3:6379/",
+    /// ])?;
+    /// let store = RedisTokenStore::from_cluster(cluster);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_cluster(client: ClusterClient) -> Self {
+        Self::from_source(Source::Cluster(client))
+    }
+
+    /// A store on the primary that Sentinel names (`redis::sentinel::SentinelClient`),
+    /// asked again whenever the connection is remade, so a failover is
+    /// followed.
+    ///
+    /// ```no_run
+    /// use myinvois_auth::RedisTokenStore;
+    /// use redis::sentinel::{SentinelClient, SentinelServerType};
+    /// let sentinel = SentinelClient::build(
+    ///     vec!["redis://10.0.0.1:26379/", "redis://10.0.0.2:26379/"],
+    ///     "mymaster".to_owned(),
+    ///     None,
+    ///     SentinelServerType::Master,
+    /// )?;
+    /// let store = RedisTokenStore::from_sentinel(sentinel);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_sentinel(client: SentinelClient) -> Self {
+        Self::from_source(Source::Sentinel(tokio::sync::Mutex::new(client)))
+    }
+
+    fn from_source(source: Source) -> Self {
+        RedisTokenStore {
+            link: Link::new(source),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            load: redis::Script::new(LOAD),
+            reserve: redis::Script::new(RESERVE),
+            block: redis::Script::new(BLOCK),
+            unlock: redis::Script::new(UNLOCK),
+        }
+    }
+
+    /// Puts every key under `prefix` (default [`DEFAULT_PREFIX`]), so that
+    /// several deployments can share one Redis.
+    #[must_use]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// `<prefix>:<kind>:{<hash>}`: the hash tag keeps every key of one entry
+    /// (or one budget) in one Cluster slot, so one script can use them all.
+    fn key(&self, kind: &str, hash: &str) -> String {
+        format!("{}:{kind}:{{{hash}}}", self.prefix)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    access_token: String,
+    issued_at_ms: i64,
+    expires_at_ms: i64,
+    scope: Option<String>,
+}
+
+impl fmt::Debug for RedisTokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection info may hold a password: show the prefix only.
+        f.debug_struct("RedisTokenStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenStore for RedisTokenStore {
+    async fn load(&self, key: &str) -> Result<Loaded, StoreError> {
+        let (token_key, lock_key) = (self.key("token", key), self.key("lock", key));
+        let script = &self.load;
+        let (raw, ttl_ms, locked): (Option<String>, i64, i64) = self
+            .link
+            .call(|mut c| async move {
+                script
+                    .key(&token_key)
+                    .key(&lock_key)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let locked = locked == 1;
+        // PTTL: -2 (gone), -1 (no TTL: not written by us), or ms left.
+        let (Some(raw), Ok(ttl_ms @ 1..)) = (raw, u64::try_from(ttl_ms)) else {
+            return Ok(Loaded {
+                token: None,
+                locked,
+            });
+        };
+        let unreadable = |what: &str| {
+            tracing::warn!("a token in Redis is {what}; ignored");
+            Ok(Loaded {
+                token: None,
+                locked,
+            })
+        };
+        let Ok(record) = serde_json::from_str::<Record>(&raw) else {
+            return unreadable("not in the expected form");
+        };
+        let (Some(issued_at), Some(expires_at)) = (
+            DateTime::from_timestamp_millis(record.issued_at_ms),
+            DateTime::from_timestamp_millis(record.expires_at_ms),
+        ) else {
+            return unreadable("stored with invalid times");
+        };
+        Ok(Loaded {
+            token: Some(StoredToken {
+                access_token: record.access_token,
+                issued_at,
+                expires_at,
+                scope: record.scope,
+                remaining: Duration::from_millis(ttl_ms),
+            }),
+            locked,
+        })
+    }
+
+    async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
+        let ttl = millis(token.remaining);
+        if ttl == 0 {
+            return Ok(());
+        }
+        let record = serde_json::to_string(&Record {
+            access_token: token.access_token.clone(),
+            issued_at_ms: token.issued_at.timestamp_millis(),
+            expires_at_ms: token.expires_at.timestamp_millis(),
+            scope: token.scope.clone(),
+        })
+        .map_err(|_| StoreError::other("cannot encode the token"))?;
+        let key = self.key("token", key);
+        self.link
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(record)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.key("lock", key);
+        let set: Option<String> = self
+            .link
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl).max(1))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let key = self.key("lock", key);
+        let script = &self.unlock;
+        self.link
+            .call(|mut c| async move {
+                script
+                    .key(&key)
+                    .arg(owner)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn reserve_login(
+        &self,
+        budget: &str,
+        request: &SlotRequest,
+    ) -> Result<LoginSlot, StoreError> {
+        let (logins, state) = (self.key("logins", budget), self.key("budget", budget));
+        let script = &self.reserve;
+        let (granted, wait): (i64, i64) = self
+            .link
+            .call(|mut c| async move {
+                script
+                    .key(&logins)
+                    .key(&state)
+                    .arg(request.count)
+                    .arg(millis(request.window))
+                    .arg(request.pace.map_or(0, millis))
+                    .arg(&request.id)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(if granted == 1 {
+            LoginSlot::Granted
+        } else {
+            LoginSlot::Wait(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
+        })
+    }
+
+    async fn release_login(&self, budget: &str, id: &str) -> Result<(), StoreError> {
+        let logins = self.key("logins", budget);
+        self.link
+            .call(|mut c| async move {
+                redis::cmd("ZREM")
+                    .arg(&logins)
+                    .arg(id)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn block_logins(&self, budget: &str, duration: Duration) -> Result<(), StoreError> {
+        let key = self.key("budget", budget);
+        let script = &self.block;
+        self.link
+            .call(|mut c| async move {
+                script
+                    .key(&key)
+                    .arg(millis(duration))
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
+    fn is_available(&self) -> bool {
+        self.link.is_available()
+    }
+
+    /// Connects, and runs the token script on a probe key: fails with the
+    /// kind of the first problem (unreachable, TLS, auth, an ACL that
+    /// forbids a command the store needs).
+    async fn check(&self) -> Result<(), StoreError> {
+        let probe = "readiness-probe";
+        self.load(probe).await?;
+        let owner = "readiness-probe";
+        if self
+            .try_lock(probe, owner, Duration::from_millis(100))
+            .await?
+        {
+            self.unlock(probe, owner).await?;
+        }
+        let request = SlotRequest {
+            count: u32::MAX,
+            window: Duration::from_millis(1),
+            pace: None,
+            id: owner.to_owned(),
+        };
+        self.reserve_login(probe, &request).await?;
+        self.release_login(probe, owner).await?;
+        Ok(())
+    }
+}
