@@ -35,6 +35,8 @@ const LOCK_MARGIN: Duration = Duration::from_secs(5);
 /// this long, doubling up to [`FLEET_POLL_MAX`].
 const FLEET_POLL_FIRST: Duration = Duration::from_millis(250);
 const FLEET_POLL_MAX: Duration = Duration::from_secs(2);
+/// Looking again when a held lock expires, a little after.
+const LOCK_EXPIRY_SLACK: Duration = Duration::from_millis(50);
 /// Budget for one token-store call (stores have their own, shorter, limits).
 const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
 
@@ -61,11 +63,11 @@ impl Entry {
         loop {
             // Someone may have shared a token, or be logging in for it.
             let loaded = self.store("load", store.load(&self.store_key)).await;
-            let locked = loaded.as_ref().is_some_and(|l| l.locked);
+            let locked = loaded.as_ref().and_then(|l| l.locked);
             if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                 return Ok(token);
             }
-            if locked {
+            if let Some(lock_left) = locked {
                 if urgency.get().refresh {
                     // Our token is still valid: no polling; the next sweep
                     // takes the new one from the store.
@@ -82,7 +84,10 @@ impl Entry {
                 if now >= give_up {
                     return Err(Error::timeout(since.elapsed()));
                 }
-                tokio::time::sleep_until(after(now, *poll).min(give_up)).await;
+                // Look again after the back-off, or as soon as the lock
+                // expires (its holder may have died), whichever is first.
+                let wake = after(now, (*poll).min(lock_left + LOCK_EXPIRY_SLACK));
+                tokio::time::sleep_until(wake.min(give_up)).await;
                 *poll = (*poll * 2).min(FLEET_POLL_MAX);
                 continue;
             }

@@ -10,9 +10,16 @@
 #[allow(dead_code)]
 mod support;
 
+#[path = "support/redis_servers.rs"]
+mod redis_servers;
+
+/// Fleets on production Redis topologies: TLS, Sentinel, Cluster, an
+/// endpoint repointed at failover.
+#[path = "fleet/topologies.rs"]
+mod topologies;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,72 +33,8 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use redis_servers::Redis;
 use support::{CLIENT_ID, SECRET};
-
-// ---------------------------------------------------------------- redis
-
-/// A `redis-server` on a free loopback port, stopped on drop.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Redis { port, child: None };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: run ./scripts/test, which installs it");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 // ------------------------------------------------- identity service and API
 
@@ -104,6 +47,8 @@ struct Service {
     logins: Arc<Mutex<Vec<Instant>>>,
     expired_calls: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
+    /// The next login is answered after this long instead of 200 ms.
+    hang_next: Arc<Mutex<Option<Duration>>>,
 }
 
 struct Issue(Service);
@@ -125,7 +70,14 @@ impl Respond for Issue {
                 "token_type": "Bearer",
                 "expires_in": self.0.lifetime,
             }))
-            .set_delay(Duration::from_millis(200))
+            .set_delay(
+                self.0
+                    .hang_next
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .unwrap_or(Duration::from_millis(200)),
+            )
     }
 }
 
@@ -159,6 +111,7 @@ impl Service {
             logins: Arc::default(),
             expired_calls: Arc::default(),
             calls: Arc::default(),
+            hang_next: Arc::default(),
         };
         let server = MockServer::start().await;
         Mock::given(method("POST"))
@@ -176,6 +129,11 @@ impl Service {
 
     fn login_times(&self) -> Vec<Instant> {
         self.logins.lock().unwrap().clone()
+    }
+
+    /// Answers the next login only after `delay`: its sender hangs in it.
+    fn hang_next_login(&self, delay: Duration) {
+        *self.hang_next.lock().unwrap() = Some(delay);
     }
 }
 
@@ -234,12 +192,18 @@ fn env(name: &str) -> String {
 #[ignore = "run by the fleet tests as a worker process"]
 async fn fleet_worker() {
     let identity = env("FLEET_IDENTITY");
-    let store = RedisTokenStore::with_prefix(&env("FLEET_REDIS"), &env("FLEET_PREFIX")).unwrap();
+    // A topology's own store (TLS, Cluster, Sentinel), or one server's.
+    let store = topologies::store_from_env().unwrap_or_else(|| {
+        RedisTokenStore::with_prefix(&env("FLEET_REDIS"), &env("FLEET_PREFIX")).unwrap()
+    });
     let mut builder = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
         .identity_url(&identity)
         .token_store(Arc::new(store));
     if let Ok(before) = std::env::var("FLEET_REFRESH_BEFORE") {
         builder = builder.refresh_before(Duration::from_secs(before.parse().unwrap()));
+    }
+    if let Ok(timeout) = std::env::var("FLEET_LOGIN_TIMEOUT") {
+        builder = builder.login_timeout(Some(Duration::from_secs(timeout.parse().unwrap())));
     }
     let cache = builder.build().unwrap();
     let start_at: i64 = env("FLEET_START_AT").parse().unwrap();
@@ -249,6 +213,7 @@ async fn fleet_worker() {
     }
     match env("FLEET_SCENARIO").as_str() {
         "cold" => {
+            let started = Instant::now();
             let callers: usize = env("FLEET_CALLERS").parse().unwrap();
             let mut set = tokio::task::JoinSet::new();
             for _ in 0..callers {
@@ -260,7 +225,30 @@ async fn fleet_worker() {
             let mut distinct = ok.clone();
             distinct.sort();
             distinct.dedup();
-            println!("FLEET ok={} distinct={}", ok.len(), distinct.len());
+            let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+            println!(
+                "FLEET ok={} distinct={} elapsed_ms={} errors={}",
+                ok.len(),
+                distinct.len(),
+                started.elapsed().as_millis(),
+                format!("{errors:?}").replace(' ', "_")
+            );
+        }
+        "taxpayers" => {
+            // Every taxpayer at once; how many were served, and logins made.
+            let taxpayers: usize = env("FLEET_TAXPAYERS").parse().unwrap();
+            let mut set = tokio::task::JoinSet::new();
+            for t in 0..taxpayers {
+                let cache = cache.clone();
+                set.spawn(async move { cache.token_on_behalf_of(format!("C{t:010}")).await });
+            }
+            let ok = set.join_all().await.iter().filter(|r| r.is_ok()).count();
+            let stats = cache.stats();
+            println!(
+                "FLEET ok={ok} logins={} store_errors={}",
+                stats.logins,
+                stats.store_errors.total()
+            );
         }
         "expiry" => {
             let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
@@ -316,7 +304,7 @@ async fn fleet_worker() {
             }
             println!("FLEET served={served} limited={limited}");
         }
-        other => panic!("unknown scenario {other}"),
+        other => topologies::scenario(other, &cache, &identity).await,
     }
 }
 
@@ -687,4 +675,261 @@ async fn a_token_in_redis_is_trusted_for_its_ttl_not_the_writers_clock() {
         left <= chrono::Duration::seconds(30),
         "served past its real expiry: {left} left"
     );
+}
+
+// ------------------------------------------------ production faults (issue 10)
+
+/// Polls `done` every 20 ms for up to `within`; panics when it never holds.
+fn wait_until(within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tin(i: usize) -> String {
+    format!("C{i:010}")
+}
+
+/// A loopback port nobody listens on.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_holder_killed_mid_login_costs_at_most_the_locks_ttl() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    service.hang_next_login(Duration::from_secs(120));
+    let mut env = worker_env(&server, &redis, "killed");
+    env.push(("FLEET_CALLERS", "1".into()));
+    // The lock lives the login timeout + 5 s: 8 s.
+    env.push(("FLEET_LOGIN_TIMEOUT", "3".into()));
+    let ttl = Duration::from_secs(8);
+    let mut holder = spawn_workers(1, "cold", &env);
+    // Its login reached the identity service: it holds the lock. Kill it.
+    wait_until(Duration::from_secs(15), || service.login_times().len() == 1);
+    let locked_at = service.login_times()[0];
+    holder[0].kill().unwrap();
+    holder[0].wait().unwrap();
+
+    let other = reports(spawn_workers(1, "cold", &env));
+    assert_eq!(other[0]["ok"], "1", "{other:?}");
+    let logins = service.login_times();
+    assert_eq!(logins.len(), 2);
+    let after = logins[1] - locked_at;
+    eprintln!(
+        "killed holder: the next login went out {after:?} after the lock was taken (TTL {ttl:?})"
+    );
+    assert!(after <= ttl + Duration::from_secs(1), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_waiting_on_one_login_poll_at_most_twice_a_second() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    service.hang_next_login(Duration::from_secs(6));
+    let mut env = worker_env(&server, &redis, "poll");
+    env.push(("FLEET_CALLERS", "1".into()));
+    let workers = spawn_workers(8, "cold", &env);
+    // One process sends the login (it hangs 6 s), seven wait for its token.
+    wait_until(Duration::from_secs(15), || service.login_times().len() == 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = redis.total_commands();
+    let window = Duration::from_secs(4);
+    std::thread::sleep(window);
+    // A poll is one EVALSHA; commandstats also counts the GET and PTTL it
+    // runs inside Redis, so this counts each poll three times.
+    let commands = redis.total_commands() - before;
+    let rate = commands as f64 / (7.0 * window.as_secs_f64());
+    eprintln!("poll load: {commands} Redis commands in {window:?} from 7 waiting processes: {rate:.2} per process per second");
+    assert!(
+        rate <= 2.0,
+        "{rate:.2} commands a second per waiting process"
+    );
+    for report in reports(workers) {
+        assert_eq!(report["ok"], "1", "{report:?}");
+    }
+    assert_eq!(service.login_times().len(), 1, "one login for the fleet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_wait_for_the_first_connection_instead_of_skipping_redis() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    // 12 taxpayers already shared in Redis.
+    let warm = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(server.uri())
+        .without_login_rate_limit()
+        .token_store(Arc::new(
+            RedisTokenStore::with_prefix(&redis.url(), "race").unwrap(),
+        ))
+        .build()
+        .unwrap();
+    for i in 0..12 {
+        warm.token_on_behalf_of(tin(i)).await.unwrap();
+    }
+    assert_eq!(service.login_times().len(), 12);
+    // Two processes behind a slow link (10 ms each way per chunk) ask for
+    // all 12 at once, while their first connection is being made.
+    let proxy = redis_servers::Proxy::start(redis.port(), Duration::from_millis(10));
+    let mut env = worker_env(&server, &redis, "race");
+    env.retain(|(k, _)| *k != "FLEET_REDIS");
+    env.push(("FLEET_REDIS", proxy.url()));
+    env.push(("FLEET_TAXPAYERS", "12".into()));
+    for report in reports(spawn_workers(2, "taxpayers", &env)) {
+        assert_eq!(report["ok"], "12", "{report:?}");
+        assert_eq!(report["logins"], "0", "{report:?}");
+    }
+    assert_eq!(service.login_times().len(), 12, "12 logins in all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_out_of_reach_each_process_keeps_to_its_fleet_share() {
+    let (server, service) = Service::start(3600).await;
+    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    // Six processes share the client ID's 12 logins a minute: 2 each.
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(server.uri())
+        .token_store(Arc::new(store))
+        .fleet_size(6)
+        .build()
+        .unwrap();
+    let mut served = 0;
+    for i in 0..5 {
+        match cache.token_on_behalf_of(tin(i)).await {
+            Ok(_) => served += 1,
+            Err(Error::RateLimited { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(served, 2, "a process took more than its share");
+    assert_eq!(service.login_times().len(), 2);
+    let stats = cache.stats();
+    assert!(stats.store_errors.unreachable > 0, "{stats:?}");
+}
+
+/// The least privilege the store needs, as the README's ACL says.
+const LEAST_PRIVILEGE: &[&str] = &[
+    "~myinvois-auth:*",
+    "+ping",
+    "+evalsha",
+    "+script|load",
+    "+get",
+    "+set",
+    "+zrem",
+    "+exists",
+    "+pttl",
+    "+del",
+    "+time",
+    "+hget",
+    "+hset",
+    "+zremrangebyscore",
+    "+zcard",
+    "+zrange",
+    "+zadd",
+    "+pexpire",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_health_name_the_kind_of_failure() {
+    use myinvois_auth::StoreErrorKind;
+    // Out of reach.
+    let dead = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let err = dead.check().await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Unreachable, "{err}");
+
+    // A least-privilege user: ready, and a fleet shares through it.
+    let redis = Redis::start_with_user("myinvois", "s3cret-pw", LEAST_PRIVILEGE);
+    let store = || Arc::new(RedisTokenStore::new(&redis.url_with_user()).unwrap());
+    store().check().await.unwrap();
+    let (server, service) = Service::start(3600).await;
+    let cache = || {
+        TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+            .identity_url(server.uri())
+            .token_store(store())
+            .build()
+            .unwrap()
+    };
+    cache().token().await.unwrap();
+    cache().token().await.unwrap();
+    assert_eq!(service.login_times().len(), 1, "shared through Redis");
+    assert_eq!(cache().stats().store_errors.total(), 0);
+
+    // A wrong password.
+    let wrong = redis.url_with_user().replace("s3cret-pw", "wrong");
+    let err = RedisTokenStore::new(&wrong)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Auth, "{err}");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+
+    // A user whose ACL lacks what the store needs: NOPERM, named.
+    let limited = Redis::start_with_user("limited", "pw", &["get", "set", "ping"]);
+    let err = RedisTokenStore::new(&limited.url_with_user())
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Auth, "{err}");
+    assert!(err.to_string().contains("NOPERM"), "{err}");
+    // And a cache on it counts the failures by kind, and still logs in.
+    let (server, _) = Service::start(3600).await;
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(server.uri())
+        .token_store(Arc::new(
+            RedisTokenStore::new(&limited.url_with_user()).unwrap(),
+        ))
+        .build()
+        .unwrap();
+    cache.token().await.unwrap();
+    assert!(cache.stats().store_errors.auth > 0, "{:?}", cache.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_is_skipped_after_repeated_timeouts_instead_of_costing_every_login() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(server.uri())
+        .without_login_rate_limit()
+        .token_store(Arc::new(
+            RedisTokenStore::with_prefix(&redis.url(), "hung").unwrap(),
+        ))
+        .build()
+        .unwrap();
+    cache.token_on_behalf_of(tin(0)).await.unwrap();
+    redis.freeze();
+    // Ten cold logins while Redis hangs. Each makes six store calls: with
+    // a 500 ms timeout on each, that was 3 s a login. The first pays a few
+    // timeouts, then Redis is skipped: the others pay none.
+    let started = Instant::now();
+    cache.token_on_behalf_of(tin(1)).await.unwrap();
+    let first = started.elapsed();
+    let started = Instant::now();
+    for i in 2..=10 {
+        cache.token_on_behalf_of(tin(i)).await.unwrap();
+    }
+    let rest = started.elapsed();
+    redis.unfreeze();
+    eprintln!(
+        "hung Redis: first cold login {first:?}, the next nine {rest:?}; {:?}",
+        cache.stats().store_errors
+    );
+    assert!(first < Duration::from_secs(4), "{first:?}");
+    // The identity service takes 200 ms a login: nothing more is spent.
+    let each = rest / 9;
+    assert!(each < Duration::from_millis(350), "{each:?} a login");
+    assert!(cache.stats().store_errors.timeout >= 2);
+    assert_eq!(service.login_times().len(), 11);
 }

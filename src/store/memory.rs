@@ -94,7 +94,11 @@ impl TokenStore for MemoryTokenStore {
                 remaining: until - now,
                 ..token.clone()
             });
-        let locked = self.locks.lock().get(key, now).is_some();
+        let locked = self
+            .locks
+            .lock()
+            .get(key, now)
+            .map(|(_, until)| until - now);
         Ok(Loaded { token, locked })
     }
 

@@ -106,8 +106,10 @@ pub struct Loaded {
     /// The unexpired token, with [`remaining`](StoredToken::remaining)
     /// counted by the store's own clock.
     pub token: Option<StoredToken>,
-    /// Whether the key's login lock is held.
-    pub locked: bool,
+    /// While the key's login lock is held, how long it has left at most:
+    /// a waiting process looks again when it expires (its holder may have
+    /// died) rather than polling faster.
+    pub locked: Option<Duration>,
 }
 
 /// Where caches share tokens, logins and the login budget. See the module

@@ -21,7 +21,7 @@ impl TokenStore for Answering {
     async fn load(&self, _key: &str) -> Result<myinvois_auth::Loaded, StoreError> {
         Ok(myinvois_auth::Loaded {
             token: Some(self.token.clone()),
-            locked: false,
+            locked: None,
         })
     }
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {

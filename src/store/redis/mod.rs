@@ -68,16 +68,16 @@ redis.call('PEXPIRE', KEYS[1], math.max(ttl, tonumber(ARGV[1]) + 1000))
 return 1
 "#;
 
-/// The token, how long Redis says it has left, and whether the key's login
-/// lock is held, in one atomic call (a waiting process polls this).
-/// KEYS[1]: the token, KEYS[2]: the lock (same hash tag, same slot).
+/// The token, how long Redis says it has left, and how long the key's
+/// login lock has left (-2 when free), in one atomic call (a waiting process
+/// polls this). KEYS[1]: the token, KEYS[2]: the lock (same slot).
 const LOAD: &str = r#"
 local value = redis.call('GET', KEYS[1])
-local locked = redis.call('EXISTS', KEYS[2])
+local lock = redis.call('PTTL', KEYS[2])
 if not value then
-  return {false, -2, locked}
+  return {false, -2, lock}
 end
-return {value, redis.call('PTTL', KEYS[1]), locked}
+return {value, redis.call('PTTL', KEYS[1]), lock}
 "#;
 
 /// Deletes the lock only if its value is still the owner's.
@@ -260,7 +260,7 @@ impl TokenStore for RedisTokenStore {
     async fn load(&self, key: &str) -> Result<Loaded, StoreError> {
         let (token_key, lock_key) = (self.key("token", key), self.key("lock", key));
         let script = &self.load;
-        let (raw, ttl_ms, locked): (Option<String>, i64, i64) = self
+        let (raw, ttl_ms, lock_ms): (Option<String>, i64, i64) = self
             .link
             .call(|mut c| async move {
                 script
@@ -270,7 +270,11 @@ impl TokenStore for RedisTokenStore {
                     .await
             })
             .await?;
-        let locked = locked == 1;
+        // PTTL -2: no lock; -1: a lock without TTL (not ours): held, for long.
+        let locked = match lock_ms {
+            -2 => None,
+            ms => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))),
+        };
         // PTTL: -2 (gone), -1 (no TTL: not written by us), or ms left.
         let (Some(raw), Ok(ttl_ms @ 1..)) = (raw, u64::try_from(ttl_ms)) else {
             return Ok(Loaded {
