@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::entry::Entry;
 use crate::error::Error;
 use crate::rejection::{endpoint, Verdict};
-use crate::stats::CacheStats;
+use crate::stats::{CacheStats, Counters};
 use crate::taxpayer::OnBehalfOf;
 use crate::taxpayers::Taxpayers;
 use crate::token::AccessToken;
@@ -118,6 +118,16 @@ impl TokenCache {
             return Ok(token);
         }
         self.taxpayer_entry(taxpayer, now)?.token(now).await
+    }
+
+    /// The cache's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.ctx.counters
+    }
+
+    /// How long a caller may wait for a login (the builder's `max_login_wait`).
+    pub(crate) fn max_login_wait(&self) -> Duration {
+        self.inner.ctx.settings.max_login_wait
     }
 
     /// The token for `on_behalf_of`, or the plain login's for `None`.

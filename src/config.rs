@@ -396,7 +396,7 @@ impl TokenCacheBuilder {
     }
 
     /// Where tokens, logins and the login budget are shared beyond this cache:
-    /// [`RedisTokenStore`](crate::RedisTokenStore) (feature `redis`) for a
+    /// `RedisTokenStore` (cargo feature `redis`) for a
     /// fleet of processes. The cache's own entries stay in memory in front of
     /// it; the store is only used by logins. If the store fails, the cache
     /// carries on as a single process, with a warning in the log.

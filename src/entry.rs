@@ -30,7 +30,6 @@ use crate::failure::FailureMemory;
 use crate::flight::Flight;
 use crate::freshness::should_refresh;
 use crate::rejection::Rejections;
-use crate::stats::Counters;
 use crate::store::entry_key;
 use crate::taxpayer::OnBehalfOf;
 use crate::token::{AccessToken, Owner, TokenInner};
@@ -117,7 +116,7 @@ impl Entry {
         self.touch(now);
         // A login that failed lately is answered from memory, sparing the budget.
         if let Some(error) = self.failures.recall(now.instant) {
-            Counters::bump(&self.ctx.counters.answered_from_memory);
+            self.ctx.counters.answered_from_memory();
             return Err(error);
         }
         self.wait_for_login().await
@@ -232,7 +231,7 @@ impl Entry {
             .map_or(now, |d| d.min(expires).max(now));
         if let Ok(flight) = self.spawn_login("refresh ahead of expiry", Urgency::refresh(deadline))
         {
-            Counters::bump(&ctx.counters.refreshes_ahead);
+            ctx.counters.refresh_ahead();
             *inflight = Some(flight);
         }
     }

@@ -10,23 +10,22 @@ use std::time::Duration;
 /// waited on it. No variant ever holds the client secret or an access token:
 /// their `Display` and `Debug` output is safe to log.
 ///
-/// Through [`AuthMiddleware`](crate::AuthMiddleware) the error arrives wrapped in
-/// [`reqwest_middleware::Error::Middleware`]; take it out with `downcast_ref`:
+/// Through [`AuthMiddleware`](crate::AuthMiddleware) the error arrives inside a
+/// [`reqwest_middleware::Error`], possibly wrapped again by the layers
+/// around it (reqwest-retry's `RetryError`, …); [`Error::find_in`] takes it out
+/// whatever wraps it:
 ///
 /// ```
 /// use myinvois_auth::{Error, OAuthErrorCode};
 ///
 /// fn explain(err: &reqwest_middleware::Error) -> String {
-///     match err {
-///         reqwest_middleware::Error::Middleware(inner) => match inner.downcast_ref::<Error>() {
-///             Some(Error::OAuth { code: OAuthErrorCode::InvalidClient, .. }) => {
-///                 "check the client ID and secret".to_owned()
-///             }
-///             Some(Error::RateLimited { retry_after }) => format!("try again in {retry_after:?}"),
-///             Some(other) => other.to_string(),
-///             None => inner.to_string(),
-///         },
-///         reqwest_middleware::Error::Reqwest(e) => e.to_string(),
+///     match Error::find_in(err) {
+///         Some(Error::OAuth { code: OAuthErrorCode::InvalidClient, .. }) => {
+///             "check the client ID and secret".to_owned()
+///         }
+///         Some(Error::RateLimited { retry_after }) => format!("try again in {retry_after:?}"),
+///         Some(ours) => ours.to_string(),
+///         None => err.to_string(), // not a login failure: the API call itself failed
 ///     }
 /// }
 /// # let _ = explain;
@@ -150,6 +149,31 @@ pub enum Error {
     /// The login task ended without a result (its runtime shut down). Retry.
     #[error("the login was abandoned before it finished")]
     LoginAborted,
+
+    /// A variable read by [`TokenCache::from_env`](crate::TokenCache::from_env)
+    /// is missing or unusable. Names the variable, never its value.
+    #[error("environment variable {name}: {problem}")]
+    Environment {
+        /// The variable's name.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: EnvProblem,
+    },
+}
+
+/// What is wrong with an environment variable, in [`Error::Environment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvProblem {
+    /// It is not set (or set to an empty string).
+    #[error("not set")]
+    Missing,
+    /// Its value is not valid Unicode.
+    #[error("not valid Unicode")]
+    NotUnicode,
+    /// Its value is not one of those accepted.
+    #[error("expected {0}")]
+    Expected(&'static str),
 }
 
 impl Error {
@@ -213,6 +237,43 @@ impl Error {
         }
     }
 
+    /// Finds this crate's error in an error from a `reqwest-middleware`
+    /// client, whatever wraps it: the middleware's own `anyhow` wrapper,
+    /// another `reqwest_middleware::Error` inside it, or (with the `retry`
+    /// feature) reqwest-retry's `RetryError`. Walking `source()` cannot do
+    /// this: the transparent wrappers skip a level. `None` when the failure
+    /// was not a login's (the API call itself failed).
+    ///
+    /// ```
+    /// use myinvois_auth::Error;
+    /// let login_failed = reqwest_middleware::Error::middleware(Error::LoginAborted);
+    /// assert!(matches!(Error::find_in(&login_failed), Some(Error::LoginAborted)));
+    /// let other = reqwest_middleware::Error::middleware(std::io::Error::other("not ours"));
+    /// assert!(Error::find_in(&other).is_none());
+    /// ```
+    pub fn find_in(err: &reqwest_middleware::Error) -> Option<&Error> {
+        find(err, 0)
+    }
+
+    /// A stable, low-cardinality name for the kind of error, for spans and
+    /// metrics labels.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidConfig(_) => "invalid_config",
+            Error::InvalidTaxpayer { .. } => "invalid_taxpayer",
+            Error::OAuth { .. } => "oauth",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::IdentityService { .. } => "identity_service",
+            Error::LoginRedirected { .. } => "redirected",
+            Error::InvalidResponse { .. } => "invalid_response",
+            Error::Timeout { .. } => "timeout",
+            Error::Transport { .. } => "transport",
+            Error::InvalidToken(_) => "invalid_token",
+            Error::LoginAborted => "aborted",
+            Error::Environment { .. } => "environment",
+        }
+    }
+
     /// The same error, saying that asking again makes sense after `after`.
     /// Variants that carry no such time are returned unchanged.
     pub(crate) fn with_retry_after(mut self, after: Duration) -> Self {
@@ -251,6 +312,34 @@ impl Error {
             retry_after: None,
         }
     }
+}
+
+/// Wrappers nested deeper than this are not searched (no real stack nests
+/// more than a few; a bound keeps a pathological chain from recursing far).
+const MAX_WRAPPING: usize = 16;
+
+fn find(err: &reqwest_middleware::Error, depth: usize) -> Option<&Error> {
+    let reqwest_middleware::Error::Middleware(wrapped) = err else {
+        return None;
+    };
+    if depth >= MAX_WRAPPING {
+        return None;
+    }
+    for cause in wrapped.chain().take(MAX_WRAPPING) {
+        if let Some(ours) = cause.downcast_ref::<Error>() {
+            return Some(ours);
+        }
+        if let Some(inner) = cause.downcast_ref::<reqwest_middleware::Error>() {
+            return find(inner, depth + 1);
+        }
+        #[cfg(feature = "retry")]
+        if let Some(retry) = cause.downcast_ref::<reqwest_retry::RetryError>() {
+            let (reqwest_retry::RetryError::WithRetries { err: inner, .. }
+            | reqwest_retry::RetryError::Error(inner)) = retry;
+            return find(inner, depth + 1);
+        }
+    }
+    None
 }
 
 fn describe_target(location: &Option<String>) -> String {

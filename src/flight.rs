@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::budget::Urgency;
 use crate::clock::after;
@@ -151,9 +152,34 @@ impl Entry {
         let urgency = Arc::new(urgency);
         let entry = Arc::clone(self);
         let wanted = Arc::clone(&urgency);
-        runtime.spawn(async move {
+        // The login serves every caller that waits on it, so it is no
+        // child of the one that started it: its own span, following from it.
+        let span = tracing::info_span!(
+            parent: None,
+            "myinvois_auth.login",
+            entry = %self.label,
+            reason,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        span.follows_from(tracing::Span::current().id());
+        let login = async move {
+            let started = Instant::now();
             let progress = Progress(tx);
-            let result = match entry.obtain(reason, &wanted, &progress).await {
+            let result = entry.obtain(&wanted, &progress).await;
+            let span = tracing::Span::current();
+            span.record(
+                "duration_ms",
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
+            match &result {
+                Ok(_) => span.record("outcome", "ok"),
+                Err(error) => span
+                    .record("outcome", "error")
+                    .record("error", error.kind()),
+            };
+            let result = match result {
                 Ok(token) => {
                     entry.current.store(Some(Arc::clone(&token.0)));
                     entry.failures.forget();
@@ -172,7 +198,8 @@ impl Entry {
             // a caller that finds no login in flight finds the token.
             *entry.inflight.lock() = None;
             progress.set(Phase::Done(result));
-        });
+        };
+        runtime.spawn(login.instrument(span));
         Ok(Flight { rx, urgency })
     }
 }

@@ -74,6 +74,7 @@
 //! `store`, making text safe to show in `redact`, errors in `error`.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod budget;
 mod cache;
@@ -82,16 +83,23 @@ mod clock;
 mod config;
 mod context;
 mod entry;
+mod env;
 mod error;
 mod failure;
 mod flight;
 mod freshness;
 mod login;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod middleware;
 mod obtain;
 mod redact;
 mod rejection;
 mod response;
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry;
 mod stats;
 mod store;
 mod taxpayer;
@@ -106,7 +114,8 @@ pub use config::{
     DEFAULT_MAX_ENTRIES, DEFAULT_MAX_LOGIN_WAIT, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_RETRY,
     MAX_TOKEN_LIFETIME,
 };
-pub use error::{Error, OAuthErrorCode};
+pub use env::{ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_ENVIRONMENT, ENV_SCOPE};
+pub use error::{EnvProblem, Error, OAuthErrorCode};
 pub use failure::{DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF};
 pub use middleware::AuthMiddleware;
 pub use rejection::DEFAULT_REJECTION_MEMORY;
@@ -117,6 +126,7 @@ pub use store::{
     TokenStore,
 };
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisTokenStore, DEFAULT_REDIS_PREFIX};
 pub use taxpayer::OnBehalfOf;
 pub use token::{AccessToken, EXPIRY_MARGIN};

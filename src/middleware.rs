@@ -5,9 +5,11 @@ use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderName, HeaderValue, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::cache::TokenCache;
+use crate::clock::after;
 use crate::config::parse_secure_url;
 use crate::error::Error;
 use crate::login::ON_BEHALF_OF;
@@ -56,7 +58,11 @@ use crate::token::AccessToken;
 /// retired, so the next call carries a new one.
 ///
 /// Login failures come back as [`reqwest_middleware::Error::Middleware`] holding
-/// an [`Error`]; see its docs for how to take it out.
+/// an [`Error`]; [`Error::find_in`] takes it out, whatever other layers
+/// wrapped it in. To retry the failures a new login can cure, put
+/// reqwest-retry outside this layer with `retry::LoginRetryStrategy` (cargo
+/// feature `retry`): a retried request then waits for the failure's
+/// `retry_after` before asking for a token again.
 #[derive(Debug, Clone)]
 pub struct AuthMiddleware {
     cache: TokenCache,
@@ -131,16 +137,37 @@ impl AuthMiddleware {
             && self.origins.iter().any(|o| o.matches(request.url()))
     }
 
+    /// The token for the request, or the login's error. A failure that a
+    /// later login may cure marks the request's extensions with when to ask
+    /// again; a retry of the request (a retry middleware outside this one
+    /// runs it again with the same extensions) waits until then first, so
+    /// that it never comes before the 429's `Retry-After` or the failure
+    /// memory's back-off, unless that is more than the cache's
+    /// `max_login_wait` away (then it gets the error at once, as any caller).
     async fn token(
         &self,
         taxpayer: Option<&OnBehalfOf>,
+        extensions: &mut Extensions,
     ) -> reqwest_middleware::Result<AccessToken> {
-        self.cache
-            .token_for(taxpayer)
-            .await
-            .map_err(reqwest_middleware::Error::middleware)
+        if let Some(AskAgainAt(at)) = extensions.remove::<AskAgainAt>() {
+            let now = Instant::now();
+            if at > now && at - now <= self.cache.max_login_wait() {
+                tokio::time::sleep_until(at).await;
+            }
+        }
+        self.cache.token_for(taxpayer).await.map_err(|error| {
+            if let (true, Some(wait)) = (error.is_transient(), error.retry_after()) {
+                extensions.insert(AskAgainAt(after(Instant::now(), wait)));
+            }
+            reqwest_middleware::Error::middleware(error)
+        })
     }
 }
+
+/// Left in a request's extensions by a failed login: when asking again for
+/// a token may succeed.
+#[derive(Debug, Clone, Copy)]
+struct AskAgainAt(Instant);
 
 #[async_trait::async_trait]
 impl Middleware for AuthMiddleware {
@@ -154,7 +181,7 @@ impl Middleware for AuthMiddleware {
             return next.run(request, extensions).await;
         }
         let taxpayer = extensions.get::<OnBehalfOf>().cloned();
-        let token = self.token(taxpayer.as_ref()).await?;
+        let token = self.token(taxpayer.as_ref(), extensions).await?;
         if let Some(taxpayer) = &taxpayer {
             let name = HeaderName::from_static(ON_BEHALF_OF);
             if !request.headers().contains_key(&name) {
@@ -192,7 +219,7 @@ impl Middleware for AuthMiddleware {
             tracing::debug!(url = %response.url(), "401 on a streaming request: its token is retired, the request not retried");
             return Ok(response);
         };
-        let fresh = self.token(taxpayer.as_ref()).await?;
+        let fresh = self.token(taxpayer.as_ref(), extensions).await?;
         if fresh.same_token(&token) {
             return Ok(response);
         }
@@ -200,6 +227,7 @@ impl Middleware for AuthMiddleware {
             .headers_mut()
             .insert(AUTHORIZATION, fresh.authorization_header());
         tracing::info!(url = %response.url(), "401 from the API: retrying once with a new token");
+        self.cache.counters().retry_after_401();
         drop(response);
         let response = next.run(retry, extensions).await?;
         if response.status() == StatusCode::UNAUTHORIZED {

@@ -23,7 +23,6 @@ use crate::entry::{Entry, REFRESH_MARGIN};
 use crate::error::Error;
 use crate::flight::{Phase, Progress};
 use crate::login::login;
-use crate::stats::Counters;
 use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest, StoreError, StoreErrorKind};
 use crate::token::AccessToken;
 
@@ -41,10 +40,10 @@ const LOCK_EXPIRY_SLACK: Duration = Duration::from_millis(50);
 const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
 
 impl Entry {
-    /// Gets a new token for the entry (see the module docs).
+    /// Gets a new token for the entry (see the module docs). Runs inside
+    /// the login's span, which names the entry and the reason.
     pub(crate) async fn obtain(
         &self,
-        reason: &'static str,
         urgency: &Urgency,
         progress: &Progress,
     ) -> Result<AccessToken, Error> {
@@ -71,7 +70,7 @@ impl Entry {
                 if urgency.get().refresh {
                     // Our token is still valid: no polling; the next sweep
                     // takes the new one from the store.
-                    tracing::debug!(entry = %self.label, "another process is refreshing this entry");
+                    tracing::debug!("another process is refreshing this entry");
                     return Err(Error::LoginAborted);
                 }
                 // The lock is held only while a login is sent: like our own
@@ -92,7 +91,7 @@ impl Entry {
                 continue;
             }
             awaiting = None;
-            let slot = self.login_slot(reason, urgency, progress).await?;
+            let slot = self.login_slot(urgency, progress).await?;
             let mut lock = HeldLock::new(self);
             match self
                 .store("lock", store.try_lock(&self.store_key, &lock.owner, ttl))
@@ -115,7 +114,7 @@ impl Entry {
                 return Ok(token);
             }
             slot.keep();
-            let result = self.login_now(reason, progress).await;
+            let result = self.login_now(progress).await;
             if let Ok(token) = &result {
                 let stored = token.to_stored(Instant::now());
                 self.store("save", store.save(&self.store_key, &stored))
@@ -136,7 +135,7 @@ impl Entry {
             let store = &self.ctx.settings.token_store;
             self.store("unlock", store.unlock(&self.store_key, &owner))
                 .await;
-            tracing::info!(entry = %self.label, "released the lock of a login that was cut off");
+            tracing::info!("released the lock of a login that was cut off");
         }
     }
 
@@ -152,14 +151,14 @@ impl Entry {
         ) {
             Ok(token) => token,
             Err(reason) => {
-                tracing::warn!(entry = %self.label, %reason, "token in the token store refused; logging in instead");
+                tracing::warn!(%reason, "token in the token store refused; logging in instead");
                 return None;
             }
         };
         let valid_until = token.0.expires;
         let newer = have.is_none_or(|have| valid_until > have + Duration::from_secs(1));
         if newer && valid_until > Instant::now() + REFRESH_MARGIN {
-            tracing::info!(entry = %self.label, expires_at = %token.expires_at(), "token taken from the token store");
+            tracing::info!(expires_at = %token.expires_at(), "token taken from the token store");
             Some(token)
         } else {
             None
@@ -183,19 +182,14 @@ impl Entry {
             ),
         };
         self.ctx.counters.store_error(error.kind());
-        tracing::warn!(entry = %self.label, what, kind = %error.kind(), %error, "token store unavailable; going on without it");
+        tracing::warn!(what, kind = %error.kind(), %error, "token store unavailable; going on without it");
         None
     }
 
     /// Takes a slot from this process's budget and then from the fleet's
     /// (the token store's). While the store is out of reach, this process
     /// keeps to its share of the budget (see `fleet_size`).
-    async fn login_slot(
-        &self,
-        reason: &'static str,
-        urgency: &Urgency,
-        progress: &Progress,
-    ) -> Result<Slot<'_>, Error> {
+    async fn login_slot(&self, urgency: &Urgency, progress: &Progress) -> Result<Slot<'_>, Error> {
         let ctx = &self.ctx;
         let store = &ctx.settings.token_store;
         progress.set(Phase::Queued);
@@ -203,7 +197,7 @@ impl Entry {
         loop {
             let grant = match ctx.budget.acquire(urgency, share).await {
                 Ok(grant) => grant,
-                Err(error) => return Err(self.refused(reason, error)),
+                Err(error) => return Err(self.refused(error)),
             };
             let Some(limit) = ctx.budget.limit() else {
                 return Ok(Slot { grant, fleet: None });
@@ -242,7 +236,7 @@ impl Entry {
                         let error = Error::RateLimited {
                             retry_after: Some(wait),
                         };
-                        return Err(self.refused(reason, error));
+                        return Err(self.refused(error));
                     }
                     tokio::time::sleep_until(at).await;
                 }
@@ -251,49 +245,44 @@ impl Entry {
     }
 
     /// Sends the login.
-    async fn login_now(
-        &self,
-        reason: &'static str,
-        progress: &Progress,
-    ) -> Result<AccessToken, Error> {
+    async fn login_now(&self, progress: &Progress) -> Result<AccessToken, Error> {
         let ctx = &self.ctx;
         let store = &ctx.settings.token_store;
-        Counters::bump(&ctx.counters.logins);
+        ctx.counters.login_sent();
         progress.set(Phase::Sending);
         let started = Instant::now();
-        tracing::debug!(entry = %self.label, reason, "login started");
+        tracing::debug!("login started");
         let result = login(&ctx.settings, self.on_behalf_of.as_ref())
             .await
             .map(|issued| {
                 let sent_at_utc = ctx.clock.utc(issued.sent_at);
                 AccessToken::new(issued, sent_at_utc, &self.owner())
             });
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let took = started.elapsed();
+        ctx.counters.login_ended(took, result.as_ref().err());
+        let elapsed_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(token) => tracing::info!(
-                entry = %self.label,
-                reason,
                 elapsed_ms,
                 expires_at = %token.expires_at(),
                 "login succeeded"
             ),
             Err(error) => {
                 if let Error::RateLimited { retry_after } = error {
-                    Counters::bump(&ctx.counters.logins_rate_limited);
                     let retry = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF);
                     ctx.budget.block_for(retry);
                     self.store("block", store.block_logins(&ctx.budget_key, retry))
                         .await;
                 }
-                tracing::warn!(entry = %self.label, reason, elapsed_ms, %error, "login failed");
+                tracing::warn!(elapsed_ms, %error, "login failed");
             }
         }
         result
     }
 
-    fn refused(&self, reason: &'static str, error: Error) -> Error {
-        Counters::bump(&self.ctx.counters.logins_refused_by_budget);
-        tracing::warn!(entry = %self.label, reason, %error, "no login slot in time");
+    fn refused(&self, error: Error) -> Error {
+        self.ctx.counters.refused_by_budget();
+        tracing::warn!(%error, "no login slot in time");
         error
     }
 }

@@ -2,7 +2,9 @@
 //! login budget at work.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use crate::error::Error;
 use crate::store::StoreErrorKind;
 
 /// A snapshot of a [`TokenCache`](crate::TokenCache)'s counters, from
@@ -32,6 +34,9 @@ pub struct CacheStats {
     /// Calls answered with a remembered login failure instead of a login
     /// (see [`login_error_backoff`](crate::TokenCacheBuilder::login_error_backoff)).
     pub answered_from_memory: u64,
+    /// API calls [`AuthMiddleware`](crate::AuthMiddleware) sent again with a
+    /// new token after a 401.
+    pub retries_after_401: u64,
     /// Entries currently cached (the plain login, once used, and each taxpayer).
     pub entries: usize,
     /// Token store calls that failed, by kind (the cache went on without
@@ -72,33 +77,88 @@ impl StoreErrors {
     }
 }
 
+/// The cache's counters. Each event is counted here for [`CacheStats`] and,
+/// with the `metrics` feature, reported through the `metrics` facade too
+/// (see the `metrics` module).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) logins: AtomicU64,
-    pub(crate) logins_rate_limited: AtomicU64,
-    pub(crate) logins_refused_by_budget: AtomicU64,
-    pub(crate) refreshes_ahead: AtomicU64,
-    pub(crate) answered_from_memory: AtomicU64,
+    logins: AtomicU64,
+    logins_rate_limited: AtomicU64,
+    logins_refused_by_budget: AtomicU64,
+    refreshes_ahead: AtomicU64,
+    answered_from_memory: AtomicU64,
+    retries_after_401: AtomicU64,
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
 }
 
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// A login request is being sent.
+    pub(crate) fn login_sent(&self) {
+        bump(&self.logins);
+        #[cfg(feature = "metrics")]
+        crate::metrics::login_sent();
     }
 
+    /// A login sent ended after `took`: its error, if it failed.
+    pub(crate) fn login_ended(&self, took: Duration, error: Option<&Error>) {
+        if let Some(Error::RateLimited { .. }) = error {
+            bump(&self.logins_rate_limited);
+        }
+        #[cfg(feature = "metrics")]
+        crate::metrics::login_ended(took, error);
+        #[cfg(not(feature = "metrics"))]
+        let _ = took;
+    }
+
+    /// The budget had no slot in time for a login.
+    pub(crate) fn refused_by_budget(&self) {
+        bump(&self.logins_refused_by_budget);
+        #[cfg(feature = "metrics")]
+        crate::metrics::refused_by_budget();
+    }
+
+    /// A background refresh started ahead of expiry.
+    pub(crate) fn refresh_ahead(&self) {
+        bump(&self.refreshes_ahead);
+        #[cfg(feature = "metrics")]
+        crate::metrics::refresh_ahead();
+    }
+
+    /// A call got a remembered login failure.
+    pub(crate) fn answered_from_memory(&self) {
+        bump(&self.answered_from_memory);
+        #[cfg(feature = "metrics")]
+        crate::metrics::answered_from_memory();
+    }
+
+    /// An API call is sent again with a new token after a 401.
+    pub(crate) fn retry_after_401(&self) {
+        bump(&self.retries_after_401);
+        #[cfg(feature = "metrics")]
+        crate::metrics::retry_after_401();
+    }
+
+    /// A token store call failed.
     pub(crate) fn store_error(&self, kind: StoreErrorKind) {
-        Self::bump(&self.store_errors[kind.index()]);
+        bump(&self.store_errors[kind.index()]);
+        #[cfg(feature = "metrics")]
+        crate::metrics::store_error(kind);
     }
 
     pub(crate) fn snapshot(&self, entries: usize) -> CacheStats {
-        let errors = |kind: StoreErrorKind| self.store_errors[kind.index()].load(Ordering::Relaxed);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let errors = |kind: StoreErrorKind| load(&self.store_errors[kind.index()]);
         CacheStats {
-            logins: self.logins.load(Ordering::Relaxed),
-            logins_rate_limited: self.logins_rate_limited.load(Ordering::Relaxed),
-            logins_refused_by_budget: self.logins_refused_by_budget.load(Ordering::Relaxed),
-            refreshes_ahead: self.refreshes_ahead.load(Ordering::Relaxed),
-            answered_from_memory: self.answered_from_memory.load(Ordering::Relaxed),
+            logins: load(&self.logins),
+            logins_rate_limited: load(&self.logins_rate_limited),
+            logins_refused_by_budget: load(&self.logins_refused_by_budget),
+            refreshes_ahead: load(&self.refreshes_ahead),
+            answered_from_memory: load(&self.answered_from_memory),
+            retries_after_401: load(&self.retries_after_401),
             entries,
             store_errors: StoreErrors {
                 unreachable: errors(StoreErrorKind::Unreachable),

@@ -166,7 +166,7 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Whether the store is worth asking now: `false` while it is known to
-    /// be out of reach (a [`RedisTokenStore`] skips Redis for a few seconds
+    /// be out of reach (a `RedisTokenStore` skips Redis for a few seconds
     /// after repeated failures). The cache then keeps to its
     /// [fleet share](crate::TokenCacheBuilder::fleet_size) of the login
     /// budget. Must be cheap; the default is `true`.

@@ -5,8 +5,12 @@ mod budget;
 mod cache;
 mod faults;
 mod login;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod middleware;
 mod redirects;
+#[cfg(feature = "retry")]
+mod retry;
 mod secrets;
 mod sim;
 mod store;

@@ -27,6 +27,11 @@ impl TestCa {
     pub fn new() -> Self {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: with the leaf's (rcgen's default for both),
+        // OpenSSL takes the leaf for self-signed.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "myinvois-auth test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let server_key = KeyPair::generate().unwrap();
         let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])

@@ -3,7 +3,6 @@
 //! be remade (a failover: `READONLY`, or `MOVED`/`ASK` outside Cluster mode).
 
 use std::error::Error as _;
-use std::sync::Arc;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
@@ -63,8 +62,8 @@ pub(super) fn classify(error: &RedisError, cluster: bool) -> (StoreError, Connec
             Keep,
         ),
         _ if error.is_timeout() => (K::Timeout, "Redis did not answer in time".to_owned(), Failing),
-        _ if error.is_io_error() => match tls_error(error) {
-            Some(tls) => (K::Tls, tls_message(tls), Failing),
+        _ if error.is_io_error() => match tls_failure(error) {
+            Some(tls) => (K::Tls, tls, Failing),
             None if error.is_connection_refusal() => (
                 K::Unreachable,
                 "connection refused".to_owned(),
@@ -86,11 +85,24 @@ pub(super) fn classify(error: &RedisError, cluster: bool) -> (StoreError, Connec
     (StoreError::new(kind, message), connection)
 }
 
+/// What a TLS failure inside an I/O error says, if it is one.
+#[cfg(any(feature = "rustls", feature = "rustls-no-provider"))]
+fn tls_failure(error: &RedisError) -> Option<String> {
+    tls_error(error).map(tls_message)
+}
+
+/// (Redis uses the platform's TLS: its failures show as I/O errors.)
+#[cfg(not(any(feature = "rustls", feature = "rustls-no-provider")))]
+fn tls_failure(_error: &RedisError) -> Option<String> {
+    None
+}
+
 /// The rustls error inside an I/O error, if there is one.
+#[cfg(any(feature = "rustls", feature = "rustls-no-provider"))]
 fn tls_error(error: &RedisError) -> Option<&rustls::Error> {
     let io = error.source()?;
     let io = io
-        .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+        .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
         .map(|arc| &**arc as &(dyn std::error::Error + 'static))
         .unwrap_or(io);
     io.downcast_ref::<std::io::Error>()?
@@ -98,6 +110,7 @@ fn tls_error(error: &RedisError) -> Option<&rustls::Error> {
         .downcast_ref::<rustls::Error>()
 }
 
+#[cfg(any(feature = "rustls", feature = "rustls-no-provider"))]
 fn tls_message(error: &rustls::Error) -> String {
     use rustls::{CertificateError, Error};
     match error {

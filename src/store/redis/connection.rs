@@ -102,11 +102,14 @@ impl Source {
 
 /// redis-rs builds its rustls configuration from the process-level crypto
 /// provider and panics when it cannot pick one (both ring and aws-lc-rs
-/// compiled in, none installed). Install aws-lc-rs's, the one this crate's
-/// TLS uses, if the application installed none; an application that wants
-/// another installs it at start-up.
+/// compiled in, none installed). With the `rustls` feature, install
+/// aws-lc-rs's (the one this crate's TLS uses) if the application installed
+/// none; with `rustls-no-provider`, the application must have installed
+/// one: a typed error otherwise, never a panic.
+#[cfg(any(feature = "rustls", feature = "rustls-no-provider"))]
 fn ensure_crypto_provider() -> Result<(), StoreError> {
     use rustls::crypto::CryptoProvider;
+    #[cfg(feature = "rustls")]
     if CryptoProvider::get_default().is_none() {
         // An error means another thread installed one meanwhile: fine.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -118,6 +121,12 @@ fn ensure_crypto_provider() -> Result<(), StoreError> {
             "no rustls crypto provider: install one with CryptoProvider::install_default()",
         )),
     }
+}
+
+/// The platform's TLS needs no provider.
+#[cfg(not(any(feature = "rustls", feature = "rustls-no-provider")))]
+fn ensure_crypto_provider() -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// A connection of any source.

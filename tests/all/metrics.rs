@@ -1,0 +1,174 @@
+//! The `metrics` feature: every counter and the login-duration histogram
+//! reach the installed recorder, with the same counts as `stats()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use myinvois_auth::{
+    metrics as names, Loaded, OnBehalfOf, StoreError, StoreErrorKind, StoredToken, TokenStore,
+};
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::{client, Api, Identity};
+
+/// A store whose every call times out.
+#[derive(Debug)]
+struct Unanswering;
+
+#[async_trait]
+impl TokenStore for Unanswering {
+    async fn load(&self, _: &str) -> Result<Loaded, StoreError> {
+        Err(StoreError::new(StoreErrorKind::Timeout, "no answer"))
+    }
+    async fn save(&self, _: &str, _: &StoredToken) -> Result<(), StoreError> {
+        Err(StoreError::new(StoreErrorKind::Timeout, "no answer"))
+    }
+    async fn try_lock(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::new(StoreErrorKind::Timeout, "no answer"))
+    }
+    async fn unlock(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::new(StoreErrorKind::Timeout, "no answer"))
+    }
+}
+
+/// A metric as recorded: name, labels, value.
+type Seen = (String, Vec<(String, String)>, DebugValue);
+
+/// Every metric recorded so far.
+fn read(snapshotter: &Snapshotter) -> Vec<Seen> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            (key.key().name().to_owned(), labels, value)
+        })
+        .collect()
+}
+
+fn counter(seen: &[Seen], name: &str, label: Option<(&str, &str)>) -> u64 {
+    seen.iter()
+        .filter(|(n, labels, _)| {
+            n == name && label.is_none_or(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, value)| match value {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+fn histogram_len(seen: &[Seen], name: &str, outcome: &str) -> usize {
+    seen.iter()
+        .filter(|(n, labels, _)| {
+            n == name && labels.iter().any(|(k, v)| k == "outcome" && v == outcome)
+        })
+        .map(|(_, _, value)| match value {
+            DebugValue::Histogram(values) => values.len(),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .sum()
+}
+
+#[test]
+fn every_event_reaches_the_metrics_recorder() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A local recorder: the login tasks run on this thread (current-thread
+    // runtime), and no other test sees it.
+    let stats = metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            names::describe();
+            let identity = Identity::empty().await;
+            identity
+                .server
+                .register(
+                    Mock::given(method("POST"))
+                        .respond_with(ResponseTemplate::new(503))
+                        .up_to_n_times(1)
+                        .with_priority(1),
+                )
+                .await;
+            identity
+                .server
+                .register(
+                    Mock::given(method("POST"))
+                        .and(wiremock::matchers::header("onbehalfof", "C10000000001"))
+                        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+                        .with_priority(2),
+                )
+                .await;
+            identity.issue(3600, Duration::ZERO).await;
+            let (api_server, api) = Api::start().await;
+            let cache = identity
+                .builder()
+                .transient_error_backoff(Duration::ZERO, Duration::ZERO)
+                .token_store(Arc::new(Unanswering))
+                .max_login_wait(Duration::ZERO)
+                .build()
+                .unwrap();
+            let http = client(&cache, &api_server);
+            let url = format!("{}/api/v1.0/documenttypes", api_server.uri());
+
+            // 1. A 503: a failed login.
+            assert!(http.get(&url).send().await.is_err());
+            // 2. A login, then a 401 retried with a new login.
+            http.get(&url).send().await.unwrap();
+            api.revoke("TOKENVALUE-1");
+            assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+            // 3. A 429 for one taxpayer; the budget then refuses another
+            //    taxpayer's login (no wait allowed, blocked for 1 s).
+            for tin in ["C10000000001", "C10000000002"] {
+                let call = http.get(&url).with_extension(OnBehalfOf::new(tin));
+                assert!(call.send().await.is_err());
+            }
+            cache.stats()
+        })
+    });
+
+    let seen = read(&snapshotter);
+    assert_eq!(stats.logins, 4);
+    assert_eq!(counter(&seen, names::LOGINS, None), stats.logins);
+    assert_eq!(
+        counter(
+            &seen,
+            names::LOGIN_FAILURES,
+            Some(("kind", "identity_service"))
+        ),
+        1
+    );
+    assert_eq!(
+        counter(&seen, names::LOGIN_FAILURES, Some(("kind", "rate_limited"))),
+        1
+    );
+    assert_eq!(counter(&seen, names::LOGIN_FAILURES, None), 2);
+    assert_eq!(counter(&seen, names::LOGINS_RATE_LIMITED, None), 1);
+    assert_eq!(stats.logins_rate_limited, 1);
+    assert_eq!(counter(&seen, names::BUDGET_REFUSALS, None), 1);
+    assert_eq!(stats.logins_refused_by_budget, 1);
+    assert_eq!(counter(&seen, names::RETRIES_AFTER_401, None), 1);
+    assert_eq!(stats.retries_after_401, 1);
+    assert_eq!(
+        counter(&seen, names::REFRESHES_AHEAD, None),
+        stats.refreshes_ahead
+    );
+    assert_eq!(
+        counter(&seen, names::STORE_ERRORS, Some(("kind", "timeout"))),
+        stats.store_errors.timeout
+    );
+    assert!(stats.store_errors.timeout > 0);
+    assert_eq!(histogram_len(&seen, names::LOGIN_DURATION, "ok"), 2);
+    assert_eq!(histogram_len(&seen, names::LOGIN_DURATION, "error"), 2);
+}

@@ -1,0 +1,251 @@
+//! reqwest-retry stacked with the auth middleware (cargo feature `retry`):
+//! transient login failures are retried, no sooner than their
+//! `retry_after`; OAuth errors never; and `Error::find_in` finds the login's
+//! error whatever wraps it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use myinvois_auth::{retry, AuthMiddleware, Error, OAuthErrorCode, TokenCache};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{RetryError, RetryTransientMiddleware};
+use reqwest_tracing::TracingMiddleware;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::support::{Api, Identity};
+
+/// Quick retries, so that only the auth middleware's own wait can make a
+/// retry respect a failure's `retry_after`.
+fn quick_policy(retries: u32) -> ExponentialBackoff {
+    ExponentialBackoff::builder()
+        .retry_bounds(Duration::from_millis(10), Duration::from_millis(20))
+        .build_with_max_retries(retries)
+}
+
+fn auth(cache: &TokenCache, api: &MockServer) -> AuthMiddleware {
+    AuthMiddleware::new(cache.clone())
+        .api_url(api.uri())
+        .expect("loopback API URL")
+}
+
+/// The documented order: tracing outermost, then retry, then auth.
+fn documented_stack(cache: &TokenCache, api: &MockServer, retries: u32) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(TracingMiddleware::default())
+        .with(retry::middleware(quick_policy(retries)))
+        .with(auth(cache, api))
+        .build()
+}
+
+/// The other order: auth outside retry (retry then only sees API calls).
+fn auth_outside_retry(cache: &TokenCache, api: &MockServer, retries: u32) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(TracingMiddleware::default())
+        .with(auth(cache, api))
+        .with(RetryTransientMiddleware::new_with_policy(quick_policy(
+            retries,
+        )))
+        .build()
+}
+
+/// Answers the first login with `first`, then issues tokens; records when
+/// each login arrived.
+#[derive(Clone)]
+struct FirstThenTokens {
+    first: ResponseTemplate,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Respond for FirstThenTokens {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut arrivals = self.arrivals.lock().unwrap();
+        arrivals.push(Instant::now());
+        if arrivals.len() == 1 {
+            return self.first.clone();
+        }
+        ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": format!("TOKENVALUE-{}", arrivals.len()),
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }))
+    }
+}
+
+async fn identity_answering_first(first: ResponseTemplate) -> (Identity, Arc<Mutex<Vec<Instant>>>) {
+    let identity = Identity::empty().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .and(path("/connect/token"))
+        .respond_with(FirstThenTokens {
+            first,
+            arrivals: Arc::clone(&arrivals),
+        })
+        .mount(&identity.server)
+        .await;
+    (identity, arrivals)
+}
+
+fn oauth_refusal(code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(400).set_body_json(json!({ "error": code }))
+}
+
+#[tokio::test]
+async fn a_503_at_a_cold_start_is_retried_after_the_back_off_and_the_call_succeeds() {
+    let (identity, arrivals) = identity_answering_first(ResponseTemplate::new(503)).await;
+    let (api, _) = Api::start().await;
+    let cache = identity
+        .builder()
+        .transient_error_backoff(Duration::from_millis(300), Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let client = documented_stack(&cache, &api, 3);
+
+    let response = client
+        .get(format!("{}/api/v1.0/documenttypes", api.uri()))
+        .send()
+        .await
+        .expect("the retry cures the 503");
+    assert_eq!(response.status(), 200);
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 2, "the 503 and one successful login");
+    // The failure memory's back-off is 150..300 ms for a first failure; the
+    // policy retried after 10..20 ms, and the retry waited out the rest
+    // instead of being answered from memory.
+    assert!(arrivals[1] - arrivals[0] >= Duration::from_millis(150));
+    let stats = cache.stats();
+    assert_eq!(stats.logins, 2);
+    assert_eq!(stats.answered_from_memory, 0);
+    assert_eq!(api.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+    let first = ResponseTemplate::new(429).insert_header("Retry-After", "1");
+    let (identity, arrivals) = identity_answering_first(first).await;
+    let (api, _) = Api::start().await;
+    let cache = identity.cache();
+    let client = documented_stack(&cache, &api, 3);
+
+    let response = client
+        .get(format!("{}/api/v1.0/documenttypes", api.uri()))
+        .send()
+        .await
+        .expect("the retry after Retry-After succeeds");
+    assert_eq!(response.status(), 200);
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 2);
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_secs(1),
+        "second login {:?} after the 429",
+        arrivals[1] - arrivals[0]
+    );
+    assert_eq!(cache.stats().logins_rate_limited, 1);
+    assert_eq!(cache.stats().logins_refused_by_budget, 0);
+}
+
+#[tokio::test]
+async fn invalid_client_fails_at_once_after_one_attempt() {
+    let identity = Identity::empty().await;
+    identity.answer(oauth_refusal("invalid_client")).await;
+    let (api, _) = Api::start().await;
+    let cache = identity.cache();
+    let client = documented_stack(&cache, &api, 3);
+
+    let started = Instant::now();
+    let err = client
+        .get(format!("{}/api/v1.0/documenttypes", api.uri()))
+        .send()
+        .await
+        .expect_err("invalid_client cannot be cured");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(matches!(
+        Error::find_in(&err),
+        Some(Error::OAuth {
+            code: OAuthErrorCode::InvalidClient,
+            ..
+        })
+    ));
+    // reqwest-retry says how many retries it made: none.
+    let reqwest_middleware::Error::Middleware(wrapped) = &err else {
+        panic!("a middleware error, got {err:?}");
+    };
+    assert!(matches!(
+        wrapped.downcast_ref::<RetryError>(),
+        Some(RetryError::Error(_))
+    ));
+    assert_eq!(identity.login_count().await, 1);
+    assert!(api.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_helper_finds_the_login_error_in_either_stack_order() {
+    let identity = Identity::empty().await;
+    identity.answer(ResponseTemplate::new(503)).await;
+    let (api, _) = Api::start().await;
+    let url = format!("{}/api/v1.0/documenttypes", api.uri());
+
+    // Retry outside auth: the error comes wrapped in RetryError::WithRetries.
+    let cache = identity
+        .builder()
+        .transient_error_backoff(Duration::from_millis(20), Duration::from_millis(40))
+        .build()
+        .unwrap();
+    let err = documented_stack(&cache, &api, 2)
+        .get(&url)
+        .send()
+        .await
+        .unwrap_err();
+    let reqwest_middleware::Error::Middleware(wrapped) = &err else {
+        panic!("a middleware error, got {err:?}");
+    };
+    assert!(matches!(
+        wrapped.downcast_ref::<RetryError>(),
+        Some(RetryError::WithRetries { retries: 2, .. })
+    ));
+    assert!(
+        wrapped.downcast_ref::<Error>().is_none(),
+        "a bare downcast misses it"
+    );
+    assert!(matches!(
+        Error::find_in(&err),
+        Some(Error::IdentityService { status: 503, .. })
+    ));
+    assert_eq!(cache.stats().logins, 3, "the first login and two retries");
+
+    // Auth outside retry: the login error comes straight from auth.
+    let cache = identity.cache();
+    let err = auth_outside_retry(&cache, &api, 2)
+        .get(&url)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        Error::find_in(&err),
+        Some(Error::IdentityService { status: 503, .. })
+    ));
+    assert_eq!(
+        cache.stats().logins,
+        1,
+        "retry inside auth never sees the login"
+    );
+
+    // An API failure is not a login's: the helper finds nothing.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let plain = ClientBuilder::new(reqwest::Client::new())
+        .with(retry::middleware(quick_policy(1)))
+        .build();
+    let err = plain
+        .get(format!("http://127.0.0.1:{port}/api"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(Error::find_in(&err).is_none());
+}
