@@ -5,7 +5,12 @@
 //!
 //! The lock covers the login call only: the budget slot is taken first, the
 //! lock for about the login timeout after, and it is released on every path
-//! (a login cut off leaves it to the entry's next login). A process that
+//! (a login cut off leaves it to the entry's next login; an unlock the store
+//! fails, as in a failover, is retried in the background together with the
+//! token's save, until the store answers or the lock expires). A process
+//! whose fleet slot must wait looks at the store again before asking anew,
+//! and one refused a slot looks once more: if another process holds the
+//! entry's lock it waits for that login instead of failing. A process that
 //! finds another one logging in waits for its token with back-off, one
 //! store call a poll, for at most the lock's TTL (that login is being sent;
 //! a dead holder's lock expires); a background refresh does not wait at all
@@ -13,9 +18,11 @@
 //! store.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::budget::{Grant, Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
 use crate::clock::after;
@@ -38,6 +45,10 @@ const FLEET_POLL_MAX: Duration = Duration::from_secs(2);
 const LOCK_EXPIRY_SLACK: Duration = Duration::from_millis(50);
 /// Budget for one token-store call (stores have their own, shorter, limits).
 const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
+/// After a failed unlock, try again after this long, doubling up to
+/// [`MEND_MAX`], until the lock expires.
+const MEND_FIRST: Duration = Duration::from_millis(250);
+const MEND_MAX: Duration = Duration::from_secs(2);
 
 impl Entry {
     /// Gets a new token for the entry (see the module docs). Runs inside
@@ -59,6 +70,7 @@ impl Entry {
         let login_time = ctx.settings.login_timeout.unwrap_or(LOCK_LOGIN_ALLOWANCE);
         let ttl = login_time.saturating_add(LOCK_MARGIN);
         let mut awaiting: Option<(Instant, Duration)> = None;
+        let mut rechecked = false;
         loop {
             // Someone may have shared a token, or be logging in for it.
             let loaded = self.store("load", store.load(&self.store_key)).await;
@@ -91,8 +103,29 @@ impl Entry {
                 continue;
             }
             awaiting = None;
-            let slot = self.login_slot(urgency, progress).await?;
-            let mut lock = HeldLock::new(self);
+            let slot = match self.login_slot(urgency, progress).await {
+                Ok(Some(slot)) => slot,
+                // Waited for the fleet's window: look at the store again.
+                Ok(None) => continue,
+                Err(refusal) => {
+                    // No slot in time; but another process may have taken
+                    // the lock or shared the token since we looked. Waiting
+                    // for its login is better than a refusal (once a login).
+                    if !rechecked {
+                        rechecked = true;
+                        let loaded = self.store("load", store.load(&self.store_key)).await;
+                        let locked = loaded.as_ref().is_some_and(|l| l.locked.is_some());
+                        if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
+                            return Ok(token);
+                        }
+                        if locked {
+                            continue;
+                        }
+                    }
+                    return Err(self.refused(refusal));
+                }
+            };
+            let mut lock = HeldLock::new(self, after(Instant::now(), ttl));
             match self
                 .store("lock", store.try_lock(&self.store_key, &lock.owner, ttl))
                 .await
@@ -109,18 +142,21 @@ impl Entry {
             // Another process may have finished just before we took the lock.
             let loaded = self.store("load", store.load(&self.store_key)).await;
             if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
-                lock.release().await;
+                lock.release(None).await;
                 slot.give_back(self).await;
                 return Ok(token);
             }
             slot.keep();
             let result = self.login_now(progress).await;
-            if let Ok(token) = &result {
-                let stored = token.to_stored(Instant::now());
-                self.store("save", store.save(&self.store_key, &stored))
-                    .await;
-            }
-            lock.release().await;
+            let unsaved = match &result {
+                Ok(token) => {
+                    let stored = token.to_stored(Instant::now());
+                    let saved = self.store("save", store.save(&self.store_key, &stored));
+                    saved.await.is_none().then(|| token.clone())
+                }
+                Err(_) => None,
+            };
+            lock.release(unsaved).await;
             return result;
         }
     }
@@ -188,23 +224,27 @@ impl Entry {
 
     /// Takes a slot from this process's budget and then from the fleet's
     /// (the token store's). While the store is out of reach, this process
-    /// keeps to its share of the budget (see `fleet_size`).
-    async fn login_slot(&self, urgency: &Urgency, progress: &Progress) -> Result<Slot<'_>, Error> {
+    /// keeps to its share of the budget (see `fleet_size`). `None`: the
+    /// fleet's window had no slot yet and this waited for one; the entry
+    /// may have been logged in for meanwhile, so the caller looks at the
+    /// store before asking again. A refusal is not counted here.
+    async fn login_slot(
+        &self,
+        urgency: &Urgency,
+        progress: &Progress,
+    ) -> Result<Option<Slot<'_>>, Error> {
         let ctx = &self.ctx;
         let store = &ctx.settings.token_store;
         progress.set(Phase::Queued);
         let mut share = (!store.is_available()).then_some(ctx.fallback_share());
         loop {
-            let grant = match ctx.budget.acquire(urgency, share).await {
-                Ok(grant) => grant,
-                Err(error) => return Err(self.refused(error)),
-            };
+            let grant = ctx.budget.acquire(urgency, share).await?;
             let Some(limit) = ctx.budget.limit() else {
-                return Ok(Slot { grant, fleet: None });
+                return Ok(Some(Slot { grant, fleet: None }));
             };
             if share.is_some() {
                 // The store is out of reach: our share is all there is.
-                return Ok(Slot { grant, fleet: None });
+                return Ok(Some(Slot { grant, fleet: None }));
             }
             let request = SlotRequest {
                 count: limit.count,
@@ -217,10 +257,10 @@ impl Entry {
                 .await
             {
                 Some(LoginSlot::Granted) => {
-                    return Ok(Slot {
+                    return Ok(Some(Slot {
                         grant,
                         fleet: Some(request.id),
-                    })
+                    }))
                 }
                 None => {
                     // The store failed now: ask again within our share.
@@ -233,12 +273,12 @@ impl Entry {
                     drop(grant);
                     let at = after(Instant::now(), wait);
                     if at > urgency.get().deadline {
-                        let error = Error::RateLimited {
+                        return Err(Error::RateLimited {
                             retry_after: Some(wait),
-                        };
-                        return Err(self.refused(error));
+                        });
                     }
                     tokio::time::sleep_until(at).await;
+                    return Ok(None);
                 }
             }
         }
@@ -313,29 +353,42 @@ impl Slot<'_> {
 
 /// The entry's lock in the token store, as one login of this process holds
 /// it (or tries to). Released on every path: by [`release`](Self::release)
-/// when the login ends, and, if the login is cut off first (its task
-/// dropped, or a panic), by the entry's next login.
+/// when the login ends (and, if the store fails then, again in the
+/// background until it answers), and, if the login is cut off first (its
+/// task dropped, or a panic), by the entry's next login.
 struct HeldLock<'a> {
     entry: &'a Entry,
     owner: String,
+    /// When the lock expires by itself.
+    expires: Instant,
     released: bool,
 }
 
 impl<'a> HeldLock<'a> {
-    fn new(entry: &'a Entry) -> Self {
+    fn new(entry: &'a Entry, expires: Instant) -> Self {
         HeldLock {
             entry,
             owner: lock_owner(),
+            expires,
             released: false,
         }
     }
 
-    async fn release(mut self) {
+    /// Releases the lock; `unsaved` is the login's token when the store
+    /// failed to take it. If the unlock fails too (a failover: the lock
+    /// reached the replica, the token did not), the other processes would
+    /// wait for a token that never comes until the lock expires: the token
+    /// is shared and the lock released in the background once the store
+    /// answers again.
+    async fn release(mut self, unsaved: Option<AccessToken>) {
         let (entry, store) = (self.entry, &self.entry.ctx.settings.token_store);
-        entry
+        let unlocked = entry
             .store("unlock", store.unlock(&entry.store_key, &self.owner))
             .await;
         self.released = true;
+        if unlocked.is_none() {
+            entry.mend(std::mem::take(&mut self.owner), unsaved, self.expires);
+        }
     }
 }
 
@@ -347,5 +400,63 @@ impl Drop for HeldLock<'_> {
                 .lock()
                 .push(std::mem::take(&mut self.owner));
         }
+    }
+}
+
+impl Entry {
+    /// In the background, until the lock of `owner` expires by itself:
+    /// saves `unsaved` (while it is still valid), then releases the lock,
+    /// with back-off, one store call at a time.
+    fn mend(&self, owner: String, unsaved: Option<AccessToken>, until: Instant) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ctx = Arc::clone(&self.ctx);
+        let key = self.store_key.clone();
+        let span = tracing::Span::current();
+        let mend = async move {
+            let store = &ctx.settings.token_store;
+            let mut unsaved = unsaved;
+            let mut pause = MEND_FIRST;
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MEND_MAX);
+                let now = Instant::now();
+                if now >= until {
+                    tracing::info!("the token store stayed out of reach until the lock expired");
+                    return;
+                }
+                if let Some(token) = &unsaved {
+                    if token.0.expires <= after(now, REFRESH_MARGIN) {
+                        unsaved = None;
+                    } else {
+                        let stored = token.to_stored(now);
+                        let save = store.save(&key, &stored);
+                        match tokio::time::timeout(STORE_CALL_LIMIT, save).await {
+                            Ok(Ok(())) => unsaved = None,
+                            Ok(Err(error)) => {
+                                ctx.counters.store_error(error.kind());
+                                continue;
+                            }
+                            Err(_) => {
+                                ctx.counters.store_error(StoreErrorKind::Timeout);
+                                continue;
+                            }
+                        }
+                    }
+                }
+                match tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner)).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(
+                            "the token store answers again: token shared, lock released"
+                        );
+                        return;
+                    }
+                    Ok(Err(error)) => ctx.counters.store_error(error.kind()),
+                    Err(_) => ctx.counters.store_error(StoreErrorKind::Timeout),
+                }
+            }
+        };
+        runtime.spawn(mend.instrument(span));
     }
 }

@@ -18,14 +18,30 @@ use redis::sentinel::SentinelClient;
 use self::connection::{Link, Source};
 use super::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore};
 
+/// How long a fresh reservation may still be given back (a process gives
+/// one back right after its lock attempt and one load: milliseconds, or
+/// two store calls at worst on a slow link).
+const RESERVATION_PENDING: Duration = Duration::from_millis(1000);
+/// How soon to ask again while the window's fullness may be such pending
+/// reservations.
+const RESERVATION_POLL: Duration = Duration::from_millis(100);
+
 /// Default key prefix of [`RedisTokenStore`].
 pub const DEFAULT_PREFIX: &str = "myinvois-auth";
 
 /// Reserves a login slot by the sliding-window rule, atomically and by
 /// Redis' own clock (so the hosts' clocks do not matter). KEYS[1]: sorted
 /// set of the window's logins (score: ms), KEYS[2]: hash {blocked, paced}.
-/// ARGV: count, window ms, pace ms (0: not paced), reservation id.
-/// Returns {1, 0} when granted, {0, ms until a slot may free} otherwise.
+/// ARGV: count, window ms, pace ms (0: not paced), reservation id, pending
+/// ms, poll ms. Returns {1, 0} when granted, {0, ms until a slot may free}
+/// otherwise.
+///
+/// A reservation younger than `pending` ms may still be given back (its
+/// process found the entry locked by another, or its token already
+/// shared), so while the full window holds one, the answer is "ask again
+/// in `poll` ms" rather than the time until the oldest login leaves the
+/// window, which would refuse a caller that a slot freed milliseconds
+/// later would serve.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -38,7 +54,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local n = redis.call('ZCARD', KEYS[1])
 if n >= count then
   local oldest = redis.call('ZRANGE', KEYS[1], n - count, n - count, 'WITHSCORES')
-  return {0, math.max(1, tonumber(oldest[2]) + window - now)}
+  local wait = math.max(1, tonumber(oldest[2]) + window - now)
+  if redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[5]), '+inf') > 0 then
+    wait = math.min(wait, tonumber(ARGV[6]))
+  end
+  return {0, wait}
 end
 if pace > 0 then
   local last = tonumber(redis.call('HGET', KEYS[2], 'paced') or '0')
@@ -386,6 +406,8 @@ impl TokenStore for RedisTokenStore {
                     .arg(millis(request.window))
                     .arg(request.pace.map_or(0, millis))
                     .arg(&request.id)
+                    .arg(millis(RESERVATION_PENDING))
+                    .arg(millis(RESERVATION_POLL))
                     .invoke_async(&mut c)
                     .await
             })
