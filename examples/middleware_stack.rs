@@ -20,6 +20,7 @@
 #[path = "standins/mod.rs"]
 mod standins;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -551,24 +551,7 @@ async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_exp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_repointed_at_failover_is_followed() {
     const ROUNDS: i64 = 20;
-    let fast = [
-        "--repl-diskless-sync",
-        "yes",
-        "--repl-diskless-sync-delay",
-        "0",
-    ];
-    let primary = Redis::builder().args(&fast).start();
-    let replica = Redis::builder()
-        .args(&fast)
-        .args(&["--replicaof", HOST, &primary.port().to_string()])
-        .start();
-    poll_until(Duration::from_secs(15), "the replica in sync", || {
-        replica
-            .cmd(&["INFO", "replication"])
-            .text()
-            .contains("master_link_status:up")
-    })
-    .await;
+    let (primary, replica) = Redis::primary_and_replica();
     replicating(primary.port(), replica.port()).await;
     let proxy = Proxy::start(primary.port(), Duration::ZERO);
     let (server, service) = Service::start(3600).await;

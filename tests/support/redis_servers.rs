@@ -604,6 +604,28 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// A primary and a replica of it, returning once the replica's link is
+    /// up. Diskless sync with no delay: the default 5 s delay would hold up
+    /// the first sync (and the one after a failover).
+    pub fn primary_and_replica() -> (Redis, Redis) {
+        let fast = [
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        let primary = Redis::builder().args(&fast).start();
+        let replica = Redis::builder()
+            .args(&fast)
+            .args(&["--replicaof", HOST, &primary.port().to_string()])
+            .start();
+        wait_until(START_TIMEOUT, "replica link up", || {
+            let info = replica.cmd(&["INFO", "replication"]).text();
+            (info_field(&info, "master_link_status").as_deref() == Some("up")).then_some(())
+        });
+        (primary, replica)
+    }
+
     pub fn builder() -> RedisBuilder {
         RedisBuilder {
             tls: None,
@@ -1039,23 +1061,7 @@ impl Sentinel {
 
     /// Returns once the replica is in sync and the sentinel knows it.
     pub fn start() -> Sentinel {
-        // Diskless sync with no delay: the default 5 s delay would hold up the
-        // first sync (and the one after a failover).
-        let fast = [
-            "--repl-diskless-sync",
-            "yes",
-            "--repl-diskless-sync-delay",
-            "0",
-        ];
-        let primary = Redis::builder().args(&fast).start();
-        let replica = Redis::builder()
-            .args(&fast)
-            .args(&["--replicaof", HOST, &primary.port().to_string()])
-            .start();
-        wait_until(START_TIMEOUT, "replica link up", || {
-            let info = replica.cmd(&["INFO", "replication"]).text();
-            (info_field(&info, "master_link_status").as_deref() == Some("up")).then_some(())
-        });
+        let (primary, replica) = Redis::primary_and_replica();
         let sentinel = Redis::sentinel(Self::MASTER_NAME, primary.port());
         let s = Sentinel {
             previous_primary: primary.port(),
