@@ -99,7 +99,7 @@ impl TokenCache {
     pub async fn token(&self) -> Result<AccessToken, Error> {
         let now = self.inner.ctx.clock.now();
         self.maybe_sweep(now);
-        self.inner.plain.token(now).await
+        self.inner.plain.token(now, self.max_login_wait()).await
     }
 
     /// A valid token for an intermediary acting for `taxpayer` (a TIN, or
@@ -111,13 +111,17 @@ impl TokenCache {
         &self,
         taxpayer: impl AsRef<str>,
     ) -> Result<AccessToken, Error> {
-        let taxpayer = taxpayer.as_ref();
+        self.taxpayer_token(taxpayer.as_ref(), self.max_login_wait())
+            .await
+    }
+
+    async fn taxpayer_token(&self, taxpayer: &str, wait: Duration) -> Result<AccessToken, Error> {
         let now = self.inner.ctx.clock.now();
         self.maybe_sweep(now);
         if let Some(Some(token)) = self.inner.taxpayers.with(taxpayer, |e| e.cached(now)) {
             return Ok(token);
         }
-        self.taxpayer_entry(taxpayer, now)?.token(now).await
+        self.taxpayer_entry(taxpayer, now)?.token(now, wait).await
     }
 
     /// The cache's counters.
@@ -130,14 +134,33 @@ impl TokenCache {
         self.inner.ctx.settings.max_login_wait
     }
 
-    /// The token for `on_behalf_of`, or the plain login's for `None`.
+    /// The token for `on_behalf_of`, or the plain login's for `None`,
+    /// waiting at most `wait` for a login to be sent.
     pub(crate) async fn token_for(
         &self,
         on_behalf_of: Option<&OnBehalfOf>,
+        wait: Duration,
     ) -> Result<AccessToken, Error> {
         match on_behalf_of {
-            None => self.token().await,
-            Some(taxpayer) => self.token_on_behalf_of(taxpayer.as_str()).await,
+            None => {
+                let now = self.inner.ctx.clock.now();
+                self.maybe_sweep(now);
+                self.inner.plain.token(now, wait).await
+            }
+            Some(taxpayer) => self.taxpayer_token(taxpayer.as_str(), wait).await,
+        }
+    }
+
+    /// Whether a valid token for `on_behalf_of` is cached (no login needed).
+    pub(crate) fn has_token(&self, on_behalf_of: Option<&OnBehalfOf>) -> bool {
+        let now = self.inner.ctx.clock.now();
+        match on_behalf_of {
+            None => self.inner.plain.cached(now).is_some(),
+            Some(taxpayer) => self
+                .inner
+                .taxpayers
+                .with(taxpayer.as_str(), |e| e.cached(now).is_some())
+                .unwrap_or(false),
         }
     }
 

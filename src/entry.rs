@@ -108,8 +108,12 @@ impl Entry {
     }
 
     /// A valid token: the cached one, or the result of the login in flight
-    /// (starting one if none is).
-    pub(crate) async fn token(self: &Arc<Self>, now: Now) -> Result<AccessToken, Error> {
+    /// (starting one if none is), waiting at most `wait` for it to be sent.
+    pub(crate) async fn token(
+        self: &Arc<Self>,
+        now: Now,
+        wait: Duration,
+    ) -> Result<AccessToken, Error> {
         if let Some(token) = self.cached(now) {
             return Ok(token);
         }
@@ -119,7 +123,7 @@ impl Entry {
             self.ctx.counters.answered_from_memory();
             return Err(error);
         }
-        self.wait_for_login().await
+        self.wait_for_login(wait).await
     }
 
     /// The hot path: the cached token, unless it has expired at `now`.

@@ -5,6 +5,7 @@ use std::env;
 use std::ffi::OsString;
 
 use secrecy::SecretString;
+use zeroize::Zeroizing;
 
 use crate::cache::TokenCache;
 use crate::config::{Credentials, Environment, TokenCacheBuilder};
@@ -28,9 +29,10 @@ impl TokenCacheBuilder {
     /// and, optionally, [`MYINVOIS_SCOPE`](ENV_SCOPE). Everything else can
     /// be set on the builder before [`build`](Self::build).
     ///
-    /// A variable that is missing, empty, not Unicode or not an accepted
-    /// value fails with [`Error::Environment`], which names the variable and
-    /// never shows its value.
+    /// Values are trimmed of surrounding whitespace. A variable that is
+    /// missing, empty, not Unicode or not an accepted value fails with
+    /// [`Error::Environment`], which names the variable and never shows its
+    /// value.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -58,15 +60,19 @@ impl TokenCacheBuilder {
     /// ));
     /// ```
     pub fn from_vars(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self, Error> {
+        // Surrounding whitespace (a trailing newline from a secrets file)
+        // is never part of a MyInvois value. The raw text is zeroed when
+        // dropped: it may be the secret.
         let read = |name: &'static str| -> Result<Option<String>, Error> {
             let Some(value) = lookup(name) else {
                 return Ok(None);
             };
-            let value = value.into_string().map_err(|_| Error::Environment {
+            let value = Zeroizing::new(value.into_string().map_err(|_| Error::Environment {
                 name,
                 problem: EnvProblem::NotUnicode,
-            })?;
-            Ok((!value.trim().is_empty()).then_some(value))
+            })?);
+            let value = value.trim();
+            Ok((!value.is_empty()).then(|| value.to_owned()))
         };
         let required = |name: &'static str| {
             read(name)?.ok_or(Error::Environment {
@@ -93,7 +99,7 @@ impl TokenCacheBuilder {
         let mut builder = TokenCache::builder(Credentials::new(client_id, client_secret))
             .environment(environment);
         if let Some(scope) = read(ENV_SCOPE)? {
-            builder = builder.scope(scope.trim());
+            builder = builder.scope(scope);
         }
         Ok(builder)
     }

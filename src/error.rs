@@ -115,6 +115,12 @@ pub enum Error {
     InvalidResponse {
         /// What is wrong with the answer (never quoting a token).
         reason: String,
+        /// Whether asking again may help: an empty, oversized or non-JSON
+        /// body may be a passing fault (a proxy's error page, a cut
+        /// connection); a well-formed answer whose content is unusable will
+        /// be the same next time, so it is remembered like an OAuth error
+        /// and never retried (see [`Error::is_transient`]).
+        transient: bool,
         /// How long until the cache asks again.
         retry_after: Option<Duration>,
     },
@@ -178,7 +184,7 @@ pub enum EnvProblem {
 
 impl Error {
     /// True when the same call may succeed later without any change of
-    /// configuration: timeouts, transport failures, 5xx, unusable answers,
+    /// configuration: timeouts, transport failures, 5xx, garbled answers,
     /// rate limits and abandoned logins. OAuth errors, redirects and
     /// configuration errors are not: retrying them only spends the login
     /// budget.
@@ -193,8 +199,8 @@ impl Error {
             Error::RateLimited { .. }
             | Error::Timeout { .. }
             | Error::Transport { .. }
-            | Error::InvalidResponse { .. }
             | Error::LoginAborted => true,
+            Error::InvalidResponse { transient, .. } => *transient,
             Error::IdentityService { status, .. } => *status >= 500 || *status == 408,
             _ => false,
         }
@@ -299,9 +305,20 @@ impl Error {
         }
     }
 
+    /// An answer whose content is unusable: the next one will be too.
     pub(crate) fn invalid_response(reason: impl Into<String>) -> Self {
         Error::InvalidResponse {
             reason: reason.into(),
+            transient: false,
+            retry_after: None,
+        }
+    }
+
+    /// An answer that did not arrive whole or readable: perhaps a passing fault.
+    pub(crate) fn garbled_response(reason: impl Into<String>) -> Self {
+        Error::InvalidResponse {
+            reason: reason.into(),
+            transient: true,
             retry_after: None,
         }
     }

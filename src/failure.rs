@@ -4,9 +4,10 @@
 //! client ID shares (as MSAL throttles identical token requests).
 //!
 //! - A failure a new login cannot cure (an OAuth error such as
-//!   `invalid_grant`, or a redirect) is answered from memory for a long
-//!   back-off, doubling while it keeps failing.
-//! - A transient failure (5xx, timeout, transport, an unusable answer) gets
+//!   `invalid_grant`, a redirect, or a well-formed answer with unusable
+//!   content) is answered from memory for a long back-off, doubling while
+//!   it keeps failing.
+//! - A transient failure (5xx, timeout, transport, a garbled answer) gets
 //!   a short exponential back-off with jitter.
 //! - Rate limits are not remembered here: the login budget answers them.
 //!
@@ -44,11 +45,17 @@ impl Class {
     /// How `error` is remembered, if at all.
     pub(crate) fn of(error: &Error) -> Option<Class> {
         match error {
-            Error::OAuth { .. } | Error::LoginRedirected { .. } => Some(Class::Lasting),
+            Error::OAuth { .. }
+            | Error::LoginRedirected { .. }
+            | Error::InvalidResponse {
+                transient: false, ..
+            } => Some(Class::Lasting),
             Error::IdentityService { .. }
             | Error::Timeout { .. }
             | Error::Transport { .. }
-            | Error::InvalidResponse { .. } => Some(Class::Transient),
+            | Error::InvalidResponse {
+                transient: true, ..
+            } => Some(Class::Transient),
             _ => None,
         }
     }

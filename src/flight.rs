@@ -11,6 +11,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -71,28 +72,31 @@ impl Entry {
     /// Waits for a login's token. A login that started long ago can deliver a
     /// token that has expired by now: it is never served; one fresh login is
     /// tried instead, and if that token too arrives expired, it is an error.
-    pub(crate) async fn wait_for_login(self: &Arc<Self>) -> Result<AccessToken, Error> {
-        let token = self.join_login().await?;
+    pub(crate) async fn wait_for_login(
+        self: &Arc<Self>,
+        wait: Duration,
+    ) -> Result<AccessToken, Error> {
+        let token = self.join_login(wait).await?;
         if Instant::now() < token.0.expires {
             return Ok(token);
         }
-        let token = self.join_login().await?;
+        let token = self.join_login(wait).await?;
         if Instant::now() < token.0.expires {
             return Ok(token);
         }
-        Err(Error::invalid_response(
+        Err(Error::garbled_response(
             "the token had expired by the time the login answered",
         ))
     }
 
     /// Joins the login in flight (starting one if none runs) and waits for
-    /// its result, at most `max_login_wait` for it to be sent (by this
-    /// process or another one of the fleet): a caller whose wait runs out
-    /// while the login still waits for a slot gets `RateLimited`, and the
-    /// login goes on.
-    async fn join_login(self: &Arc<Self>) -> Result<AccessToken, Error> {
+    /// its result, at most `wait` (the caller's `max_login_wait`, or what is
+    /// left of it) for it to be sent (by this process or another one of the
+    /// fleet): a caller whose wait runs out while the login still waits for
+    /// a slot gets `RateLimited`, and the login goes on.
+    async fn join_login(self: &Arc<Self>, wait: Duration) -> Result<AccessToken, Error> {
         let joined = Instant::now();
-        let deadline = after(joined, self.ctx.settings.max_login_wait);
+        let deadline = after(joined, wait);
         let mut rx = {
             let mut inflight = self.inflight.lock();
             // A login may have finished since the lock-free check.

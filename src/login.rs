@@ -79,7 +79,7 @@ async fn send(settings: &Settings, on_behalf_of: Option<&OnBehalfOf>) -> Result<
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(Error::transport)? {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(Error::invalid_response(format!(
+            return Err(Error::garbled_response(format!(
                 "the answer (HTTP {}) is larger than {MAX_BODY} bytes",
                 status.as_u16()
             )));

@@ -139,25 +139,36 @@ impl AuthMiddleware {
 
     /// The token for the request, or the login's error. A failure that a
     /// later login may cure marks the request's extensions with when to ask
-    /// again; a retry of the request (a retry middleware outside this one
-    /// runs it again with the same extensions) waits until then first, so
-    /// that it never comes before the 429's `Retry-After` or the failure
-    /// memory's back-off, unless that is more than the cache's
-    /// `max_login_wait` away (then it gets the error at once, as any caller).
+    /// again, and for which taxpayer; a retry of the request (a retry
+    /// middleware outside this one runs it again with the same extensions)
+    /// that still has no valid token waits until then first, so that it
+    /// never comes before the 429's `Retry-After` or the failure memory's
+    /// back-off. That wait counts against the caller's `max_login_wait`
+    /// (a wait longer than that is not made: the caller gets the error at
+    /// once, as any caller would).
     async fn token(
         &self,
         taxpayer: Option<&OnBehalfOf>,
         extensions: &mut Extensions,
     ) -> reqwest_middleware::Result<AccessToken> {
-        if let Some(AskAgainAt(at)) = extensions.remove::<AskAgainAt>() {
+        let mut wait = self.cache.max_login_wait();
+        if let Some(marked) = extensions.remove::<AskAgainAt>() {
             let now = Instant::now();
-            if at > now && at - now <= self.cache.max_login_wait() {
-                tokio::time::sleep_until(at).await;
+            if marked.taxpayer.as_ref() == taxpayer
+                && marked.at > now
+                && marked.at - now <= wait
+                && !self.cache.has_token(taxpayer)
+            {
+                tokio::time::sleep_until(marked.at).await;
+                wait -= marked.at - now;
             }
         }
-        self.cache.token_for(taxpayer).await.map_err(|error| {
-            if let (true, Some(wait)) = (error.is_transient(), error.retry_after()) {
-                extensions.insert(AskAgainAt(after(Instant::now(), wait)));
+        self.cache.token_for(taxpayer, wait).await.map_err(|error| {
+            if let (true, Some(later)) = (error.is_transient(), error.retry_after()) {
+                extensions.insert(AskAgainAt {
+                    at: after(Instant::now(), later),
+                    taxpayer: taxpayer.cloned(),
+                });
             }
             reqwest_middleware::Error::middleware(error)
         })
@@ -165,9 +176,12 @@ impl AuthMiddleware {
 }
 
 /// Left in a request's extensions by a failed login: when asking again for
-/// a token may succeed.
-#[derive(Debug, Clone, Copy)]
-struct AskAgainAt(Instant);
+/// that taxpayer's token may succeed.
+#[derive(Debug, Clone)]
+struct AskAgainAt {
+    at: Instant,
+    taxpayer: Option<OnBehalfOf>,
+}
 
 #[async_trait::async_trait]
 impl Middleware for AuthMiddleware {

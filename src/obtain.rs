@@ -43,6 +43,8 @@ const FLEET_POLL_FIRST: Duration = Duration::from_millis(250);
 const FLEET_POLL_MAX: Duration = Duration::from_secs(2);
 /// Looking again when a held lock expires, a little after.
 const LOCK_EXPIRY_SLACK: Duration = Duration::from_millis(50);
+/// The shortest wait for the fleet's window, whatever the store answers.
+const MIN_FLEET_WAIT: Duration = Duration::from_millis(10);
 /// Budget for one token-store call (stores have their own, shorter, limits).
 const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
 /// After a failed unlock, try again after this long, doubling up to
@@ -131,7 +133,8 @@ impl Entry {
                 .await
             {
                 // Ours, or no store to ask: log in ourselves.
-                Some(true) | None => {}
+                Some(true) => lock.taken = true,
+                None => {}
                 Some(false) => {
                     // Another process took it since we looked: wait for its token.
                     lock.released = true;
@@ -267,14 +270,21 @@ impl Entry {
                     drop(grant);
                     share = Some(ctx.fallback_share());
                 }
-                Some(LoginSlot::Wait(wait)) => {
-                    // Not ours after all: give the local slot back, and wait
-                    // for the fleet's window if the deadline allows.
+                Some(answer) => {
+                    // Not ours (yet): give the local slot back, and wait for
+                    // the fleet's window if the deadline allows.
                     drop(grant);
-                    let at = after(Instant::now(), wait);
+                    let (ask_again, wait) = match answer {
+                        LoginSlot::Pending { ask_again, wait } => (ask_again, wait),
+                        LoginSlot::Wait(wait) => (wait, wait),
+                        // Granted is above; a future answer: ask again soon.
+                        _ => (FLEET_POLL_FIRST, FLEET_POLL_FIRST),
+                    };
+                    // Never a tight loop, whatever a store answers.
+                    let at = after(Instant::now(), ask_again.max(MIN_FLEET_WAIT));
                     if at > urgency.get().deadline {
                         return Err(Error::RateLimited {
-                            retry_after: Some(wait),
+                            retry_after: Some(wait.max(ask_again)),
                         });
                     }
                     tokio::time::sleep_until(at).await;
@@ -361,6 +371,8 @@ struct HeldLock<'a> {
     owner: String,
     /// When the lock expires by itself.
     expires: Instant,
+    /// The store said the lock is ours (not merely that it failed to answer).
+    taken: bool,
     released: bool,
 }
 
@@ -370,6 +382,7 @@ impl<'a> HeldLock<'a> {
             entry,
             owner: lock_owner(),
             expires,
+            taken: false,
             released: false,
         }
     }
@@ -386,7 +399,7 @@ impl<'a> HeldLock<'a> {
             .store("unlock", store.unlock(&entry.store_key, &self.owner))
             .await;
         self.released = true;
-        if unlocked.is_none() {
+        if unlocked.is_none() && self.taken {
             entry.mend(std::mem::take(&mut self.owner), unsaved, self.expires);
         }
     }
@@ -404,19 +417,36 @@ impl Drop for HeldLock<'_> {
 }
 
 impl Entry {
-    /// In the background, until the lock of `owner` expires by itself:
-    /// saves `unsaved` (while it is still valid), then releases the lock,
-    /// with back-off, one store call at a time.
+    /// In the background, until the lock of `owner` expires by itself,
+    /// with back-off: saves `unsaved` (while it is still valid and the
+    /// store holds no token for the entry: never over a newer one), and
+    /// releases the lock. Both are tried in every round, so that a lock is
+    /// released even while saves fail.
     fn mend(&self, owner: String, unsaved: Option<AccessToken>, until: Instant) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime: the lock expires by itself.
             return;
         };
         let ctx = Arc::clone(&self.ctx);
         let key = self.store_key.clone();
-        let span = tracing::Span::current();
+        let span = tracing::info_span!(parent: None, "myinvois_auth.mend", entry = %self.label);
+        span.follows_from(tracing::Span::current().id());
         let mend = async move {
             let store = &ctx.settings.token_store;
-            let mut unsaved = unsaved;
+            let call = |what: &'static str, result: Result<Result<(), StoreError>, _>| match result
+            {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
+                    ctx.counters.store_error(error.kind());
+                    tracing::debug!(what, %error, "token store still failing");
+                    false
+                }
+                Err(_) => {
+                    ctx.counters.store_error(StoreErrorKind::Timeout);
+                    false
+                }
+            };
+            let (mut unsaved, mut locked) = (unsaved, true);
             let mut pause = MEND_FIRST;
             loop {
                 tokio::time::sleep(pause).await;
@@ -426,34 +456,39 @@ impl Entry {
                     tracing::info!("the token store stayed out of reach until the lock expired");
                     return;
                 }
-                if let Some(token) = &unsaved {
-                    if token.0.expires <= after(now, REFRESH_MARGIN) {
-                        unsaved = None;
-                    } else {
-                        let stored = token.to_stored(now);
-                        let save = store.save(&key, &stored);
-                        match tokio::time::timeout(STORE_CALL_LIMIT, save).await {
-                            Ok(Ok(())) => unsaved = None,
-                            Ok(Err(error)) => {
-                                ctx.counters.store_error(error.kind());
-                                continue;
+                if let Some(token) = unsaved.take() {
+                    let still_valid = token.0.expires > after(now, REFRESH_MARGIN);
+                    let loaded = tokio::time::timeout(STORE_CALL_LIMIT, store.load(&key)).await;
+                    match loaded {
+                        Ok(Ok(loaded)) if loaded.token.is_none() && still_valid => {
+                            let stored = token.to_stored(now);
+                            let save =
+                                tokio::time::timeout(STORE_CALL_LIMIT, store.save(&key, &stored));
+                            if !call("save", save.await) {
+                                unsaved = Some(token);
                             }
-                            Err(_) => {
-                                ctx.counters.store_error(StoreErrorKind::Timeout);
-                                continue;
-                            }
+                        }
+                        // Another token is there, or ours is too old to share.
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => {
+                            call("load", Ok(Err(error)));
+                            unsaved = Some(token);
+                        }
+                        Err(elapsed) => {
+                            call("load", Err(elapsed));
+                            unsaved = Some(token);
                         }
                     }
                 }
-                match tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner)).await {
-                    Ok(Ok(())) => {
-                        tracing::info!(
-                            "the token store answers again: token shared, lock released"
-                        );
-                        return;
+                if locked {
+                    let unlock = tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner));
+                    if call("unlock", unlock.await) {
+                        locked = false;
+                        tracing::info!("the token store answers again: lock released");
                     }
-                    Ok(Err(error)) => ctx.counters.store_error(error.kind()),
-                    Err(_) => ctx.counters.store_error(StoreErrorKind::Timeout),
+                }
+                if !locked && unsaved.is_none() {
+                    return;
                 }
             }
         };

@@ -57,9 +57,9 @@ pub(crate) fn parse_response(
     }
     let json: Value = serde_json::from_slice(body).map_err(|_| {
         if body.iter().all(u8::is_ascii_whitespace) {
-            Error::invalid_response("the body is empty")
+            Error::garbled_response("the body is empty")
         } else {
-            Error::invalid_response("the body is not JSON")
+            Error::garbled_response("the body is not JSON")
         }
     })?;
     let object = json

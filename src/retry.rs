@@ -5,10 +5,12 @@
 //! [`LoginRetryStrategy`] tells it which login failures a retry can cure:
 //!
 //! - **retried:** 5xx and 408 from the identity service, timeouts, transport
-//!   failures, unusable answers, abandoned logins, and [`Error::RateLimited`]
-//!   (by the server's 429 or by the login budget);
+//!   failures, garbled answers (empty, cut, not JSON), abandoned logins, and
+//!   [`Error::RateLimited`] (by the server's 429 or by the login budget);
 //! - **never retried:** OAuth errors (`invalid_client`, `invalid_grant`, …),
-//!   redirects, configuration and taxpayer errors: a new login cannot cure
+//!   redirects, well-formed answers with unusable content (a `token_type`
+//!   other than Bearer, a bad `expires_in`), configuration and taxpayer
+//!   errors: a new login cannot cure
 //!   them, and retrying would only spend the login budget every taxpayer of
 //!   the client ID shares (the cache answers them from memory anyway).
 //!

@@ -106,6 +106,8 @@ fn from_env_names_the_missing_or_bad_variable_and_never_shows_a_value() {
         set("MYINVOIS_CLIENT_SECRET", SECRET);
     }
 
+    // Surrounding whitespace (a trailing newline from a secrets file) is dropped.
+    set("MYINVOIS_CLIENT_ID", " erp-system\n");
     set("MYINVOIS_ENVIRONMENT", " Production ");
     set("MYINVOIS_SCOPE", "InvoicingAPI");
     let builder = TokenCacheBuilder::from_env().expect("complete configuration");

@@ -486,6 +486,44 @@ async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
     }
 }
 
+/// A caller that cannot wait for the fleet's "ask again soon" is refused
+/// with the time a slot really frees, not the polling interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_while_reservations_are_fresh_says_when_a_slot_frees() {
+    let redis = Redis::start();
+    let (identity, _) = Service::start(3600).await;
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(identity.uri())
+        .login_timeout(None)
+        .max_login_wait(Duration::from_millis(50))
+        .token_store(Arc::new(
+            RedisTokenStore::with_prefix(&redis.url(), "fresh").unwrap(),
+        ))
+        .build()
+        .unwrap();
+    // One fresh reservation (a login of this process) ...
+    cache.token_on_behalf_of("C10000000001").await.unwrap();
+    // ... and 11 logins of other processes 10 s ago: the 60 s window is
+    // full for another 50 s.
+    let key = format!("fresh:logins:{{{}}}", budget_key_of(&identity.uri()));
+    let now_ms: i64 = {
+        let time = redis.cmd(&["TIME"]);
+        let parts = time.as_array().expect("TIME answers two numbers");
+        parts[0].as_int().unwrap() * 1000 + parts[1].as_int().unwrap() / 1000
+    };
+    for i in 0..11 {
+        let score = (now_ms - 10_000).to_string();
+        redis.cli(&["ZADD", &key, &score, &format!("other-{i}")]);
+    }
+    let err = cache.token_on_behalf_of("C10000000002").await.unwrap_err();
+    match err {
+        Error::RateLimited {
+            retry_after: Some(wait),
+        } => assert!(wait > Duration::from_secs(45), "told to wait {wait:?}"),
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+}
+
 fn slot(count: u32, window_secs: u64, pace: Option<Duration>) -> SlotRequest {
     SlotRequest {
         count,
@@ -512,8 +550,11 @@ async fn the_fleet_window_lets_count_logins_out_at_once_across_connections() {
     // then, once they are logins for sure, to wait for the first to leave
     // the window.
     match two.reserve_login("b", &slot(3, 10, None)).await.unwrap() {
-        LoginSlot::Wait(wait) => assert!(wait <= Duration::from_millis(100), "{wait:?}"),
-        other => panic!("expected to wait, got {other:?}"),
+        LoginSlot::Pending { ask_again, wait } => {
+            assert!(ask_again <= Duration::from_millis(100), "{ask_again:?}");
+            assert!(wait > Duration::from_secs(9), "{wait:?}");
+        }
+        other => panic!("expected to ask again soon, got {other:?}"),
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     match two.reserve_login("b", &slot(3, 10, None)).await.unwrap() {
@@ -532,7 +573,7 @@ async fn the_fleet_window_lets_count_logins_out_at_once_across_connections() {
     );
     assert!(matches!(
         other.reserve_login("c", &slot(1, 10, None)).await.unwrap(),
-        LoginSlot::Wait(_)
+        LoginSlot::Pending { .. }
     ));
     other.release_login("c", &kept.id).await.unwrap();
     assert_eq!(

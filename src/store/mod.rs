@@ -92,11 +92,23 @@ pub struct SlotRequest {
 
 /// The answer to [`TokenStore::reserve_login`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoginSlot {
     /// Reserved now: log in.
     Granted,
     /// No slot now; the earliest one may free this far away (ask again then).
     Wait(Duration),
+    /// No slot now, but the window is full of reservations so fresh that
+    /// some may still be given back (their processes found the entry
+    /// locked by another, or its token shared): ask again after
+    /// `ask_again`. If none is given back, the earliest slot frees after
+    /// `wait`: what a caller that cannot wait for `ask_again` is told.
+    Pending {
+        /// When to ask again.
+        ask_again: Duration,
+        /// When a slot frees if no reservation is given back.
+        wait: Duration,
+    },
 }
 
 /// What a store holds for a key: the token, if any, and whether a login

@@ -249,3 +249,129 @@ async fn the_helper_finds_the_login_error_in_either_stack_order() {
         .unwrap_err();
     assert!(Error::find_in(&err).is_none());
 }
+
+/// Issues tokens, except to logins carrying `onbehalfof`: 503 with
+/// `Retry-After: 3`.
+#[derive(Clone)]
+struct TaxpayersFail {
+    issued: Arc<Mutex<usize>>,
+}
+
+impl Respond for TaxpayersFail {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if request.headers.get("onbehalfof").is_some() {
+            return ResponseTemplate::new(503).insert_header("Retry-After", "3");
+        }
+        let mut issued = self.issued.lock().unwrap();
+        *issued += 1;
+        ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": format!("TOKENVALUE-{issued}"),
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_logins_mark_never_delays_a_call_that_has_a_token() {
+    let identity = Identity::empty().await;
+    Mock::given(method("POST"))
+        .and(path("/connect/token"))
+        .respond_with(TaxpayersFail {
+            issued: Arc::default(),
+        })
+        .mount(&identity.server)
+        .await;
+    let (api, _) = Api::start().await;
+    let cache = identity.cache();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(auth(&cache, &api))
+        .build();
+    let url = format!("{}/api/v1.0/documenttypes", api.uri());
+    client.get(&url).send().await.unwrap();
+
+    // One set of extensions reused for several requests, as
+    // `execute_with_extensions` allows: a taxpayer's login fails ...
+    let mut extensions = http::Extensions::new();
+    extensions.insert(myinvois_auth::OnBehalfOf::new("C25845632020"));
+    let request = client.get(&url).build().unwrap();
+    assert!(client
+        .execute_with_extensions(request, &mut extensions)
+        .await
+        .is_err());
+    // ... and a plain call with a cached token is not held up by its mark.
+    extensions.remove::<myinvois_auth::OnBehalfOf>();
+    let started = Instant::now();
+    let request = client.get(&url).build().unwrap();
+    let response = client
+        .execute_with_extensions(request, &mut extensions)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_retried_call_waits_no_longer_than_max_login_wait_in_all() {
+    let busy = ResponseTemplate::new(503).insert_header("Retry-After", "2");
+    let (identity, _) = identity_answering_first(busy).await;
+    let (api, _) = Api::start().await;
+    let cache = identity
+        .builder()
+        .max_login_wait(Duration::from_secs(2))
+        .login_rate_limit(2, Duration::from_millis(3500))
+        .build()
+        .unwrap();
+    let client = documented_stack(&cache, &api, 1);
+    let url = format!("{}/api/v1.0/documenttypes", api.uri());
+    let started = Instant::now();
+    let call = client.get(&url).send();
+    // Another taxpayer takes the window's second slot meanwhile: the retry,
+    // after waiting out the 503's 2 s, would wait for a slot again.
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cache.token_on_behalf_of("C25845632020").await
+    };
+    let (call, other) = tokio::join!(call, other);
+    other.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_millis(2500),
+        "the retry waited {took:?} with max_login_wait 2 s"
+    );
+    assert!(matches!(
+        call.map_err(|e| Error::find_in(&e).cloned()),
+        Err(Some(Error::RateLimited { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn an_answer_a_new_login_cannot_cure_is_not_retried() {
+    let identity = Identity::empty().await;
+    identity
+        .answer(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "TOKENVALUE-1",
+            "token_type": "mac",
+            "expires_in": 3600,
+        })))
+        .await;
+    let (api, _) = Api::start().await;
+    let cache = identity
+        .builder()
+        .transient_error_backoff(Duration::from_millis(100), Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let err = documented_stack(&cache, &api, 3)
+        .get(format!("{}/api/v1.0/documenttypes", api.uri()))
+        .send()
+        .await
+        .unwrap_err();
+    let ours = Error::find_in(&err).expect("a login error");
+    assert!(matches!(ours, Error::InvalidResponse { .. }), "{ours:?}");
+    assert!(!ours.is_transient());
+    assert_eq!(identity.login_count().await, 1);
+}

@@ -33,44 +33,45 @@ pub const DEFAULT_PREFIX: &str = "myinvois-auth";
 /// Redis' own clock (so the hosts' clocks do not matter). KEYS[1]: sorted
 /// set of the window's logins (score: ms), KEYS[2]: hash {blocked, paced}.
 /// ARGV: count, window ms, pace ms (0: not paced), reservation id, pending
-/// ms, poll ms. Returns {1, 0} when granted, {0, ms until a slot may free}
-/// otherwise.
+/// ms, poll ms. Returns {1, 0, 0} when granted, otherwise {0, ms until a
+/// slot frees, ms until asking again may help (0: not before then)}.
 ///
 /// A reservation younger than `pending` ms may still be given back (its
 /// process found the entry locked by another, or its token already
-/// shared), so while the full window holds one, the answer is "ask again
-/// in `poll` ms" rather than the time until the oldest login leaves the
-/// window, which would refuse a caller that a slot freed milliseconds
-/// later would serve.
+/// shared), so while the full window holds one, the answer also says "ask
+/// again in `poll` ms": waiting only for the oldest login to leave the
+/// window would refuse a caller that a slot freed milliseconds later would
+/// serve.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local count, window, pace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local blocked = tonumber(redis.call('HGET', KEYS[2], 'blocked') or '0')
 if blocked > now then
-  return {0, blocked - now}
+  return {0, blocked - now, 0}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local n = redis.call('ZCARD', KEYS[1])
 if n >= count then
   local oldest = redis.call('ZRANGE', KEYS[1], n - count, n - count, 'WITHSCORES')
   local wait = math.max(1, tonumber(oldest[2]) + window - now)
+  local poll = 0
   if redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[5]), '+inf') > 0 then
-    wait = math.min(wait, tonumber(ARGV[6]))
+    poll = math.min(wait, tonumber(ARGV[6]))
   end
-  return {0, wait}
+  return {0, wait, poll}
 end
 if pace > 0 then
   local last = tonumber(redis.call('HGET', KEYS[2], 'paced') or '0')
   if now < last + pace then
-    return {0, last + pace - now}
+    return {0, last + pace - now, 0}
   end
   redis.call('HSET', KEYS[2], 'paced', now)
 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], window + 1000)
 redis.call('PEXPIRE', KEYS[2], math.max(window, blocked - now) + 1000)
-return {1, 0}
+return {1, 0, 0}
 "#;
 
 /// Blocks the budget for ARGV[1] ms from Redis' now, keeping a later block.
@@ -396,7 +397,7 @@ impl TokenStore for RedisTokenStore {
     ) -> Result<LoginSlot, StoreError> {
         let (logins, state) = (self.key("logins", budget), self.key("budget", budget));
         let script = &self.reserve;
-        let (granted, wait): (i64, i64) = self
+        let (granted, wait, poll): (i64, i64, i64) = self
             .link
             .call(|mut c| async move {
                 script
@@ -412,10 +413,16 @@ impl TokenStore for RedisTokenStore {
                     .await
             })
             .await?;
+        let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
         Ok(if granted == 1 {
             LoginSlot::Granted
+        } else if poll > 0 {
+            LoginSlot::Pending {
+                ask_again: ms(poll),
+                wait: ms(wait),
+            }
         } else {
-            LoginSlot::Wait(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
+            LoginSlot::Wait(ms(wait))
         })
     }
 
