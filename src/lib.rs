@@ -66,12 +66,19 @@
 //!
 //! # Modules
 //!
-//! Configuration lives in `config`, the clock in `clock`, the login call in
-//! `login` and the reading of its answer in `response`, the cache in `cache`
-//! and `entry` (with its pure decisions in `freshness`), the login budget in
-//! `budget`, counters in `stats`, the middleware in `middleware`, taxpayer
-//! identifiers in `taxpayer`, JWT claims in `claims`, fleet-wide sharing in
-//! `store`, making text safe to show in `redact`, errors in `error`.
+//! Configuration lives in `config` (and, from environment variables, in
+//! `env`), the clock in `clock`, the login call in `login` and the reading
+//! of its answer in `response`. The cache is `cache`, its table of
+//! taxpayers `taxpayers`; an entry's states are in `entry` (pure decisions
+//! in `freshness`, what entries share in `context`), the one login in
+//! flight in `flight`, how a new token is obtained (store, lock, budget
+//! slot, login) in `obtain`. The login budget is `budget`, failure memory
+//! `failure`, 401 containment `rejection`. Counters are in `stats` (and,
+//! with the `metrics` feature, `metrics`); the middleware in `middleware`
+//! (reqwest-retry support, feature `retry`, in `retry`); taxpayer
+//! identifiers in `taxpayer`, tokens in `token` and their JWT claims in
+//! `claims`; fleet-wide sharing in `store`; making text safe to show in
+//! `redact`; errors in `error`.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
