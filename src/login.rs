@@ -55,17 +55,27 @@ async fn send(settings: &Settings, on_behalf_of: Option<&OnBehalfOf>) -> Result<
         request = request.header(ON_BEHALF_OF, taxpayer.as_str());
     }
 
+    let sensitive = [secret.expose_secret(), encoded_secret.as_str()];
     let sent_at = Instant::now();
     let mut response = request.send().await.map_err(Error::transport)?;
     let status = response.status();
     if status.is_redirection() {
         // Nothing is sent to the target: the client does not follow redirects.
+        // Only its origin is named, scrubbed like any text the service sends,
+        // before parsing and after; a host is named in lower case, so the
+        // secret is looked for in lower case too.
+        let lower: Vec<String> = sensitive.iter().map(|s| s.to_lowercase()).collect();
+        let hidden: Vec<&str> = sensitive
+            .into_iter()
+            .chain(lower.iter().map(String::as_str))
+            .collect();
         let location = response
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|target| settings.token_url.join(target).ok())
-            .map(|target| redact::origin(&target));
+            .map(|target| redact::scrub(target, &hidden, usize::MAX))
+            .and_then(|target| settings.token_url.join(&target).ok())
+            .map(|target| redact::scrub(&redact::origin(&target), &hidden, 300));
         return Err(Error::LoginRedirected {
             status: status.as_u16(),
             location,
@@ -86,7 +96,6 @@ async fn send(settings: &Settings, on_behalf_of: Option<&OnBehalfOf>) -> Result<
         }
         body.extend_from_slice(&chunk);
     }
-    let sensitive = [secret.expose_secret(), encoded_secret.as_str()];
     let parsed = parse_response(status, retry_after, &body, &sensitive)?;
     Ok(Issued {
         secret: parsed.access_token,
@@ -127,8 +136,12 @@ impl AsRef<[u8]> for ZeroizingBody {
     }
 }
 
+/// The form encoding of `value`, in a buffer sized for the worst case so
+/// that it is never reallocated (which would leave a copy in freed memory).
 fn urlencoded(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    let mut encoded = String::with_capacity(3 * value.len());
+    encoded.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+    encoded
 }
 
 #[cfg(test)]

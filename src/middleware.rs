@@ -13,6 +13,7 @@ use crate::clock::after;
 use crate::config::parse_secure_url;
 use crate::error::Error;
 use crate::login::ON_BEHALF_OF;
+use crate::redact;
 use crate::taxpayer::OnBehalfOf;
 use crate::token::AccessToken;
 
@@ -230,7 +231,7 @@ impl Middleware for AuthMiddleware {
         }
         let (method, path) = (method.clone(), path.to_owned());
         let Some(mut retry) = retry else {
-            tracing::debug!(url = %response.url(), "401 on a streaming request: its token is retired, the request not retried");
+            tracing::debug!(url = %redact::without_secrets(response.url()), "401 on a streaming request: its token is retired, the request not retried");
             return Ok(response);
         };
         let fresh = self.token(taxpayer.as_ref(), extensions).await?;
@@ -240,7 +241,7 @@ impl Middleware for AuthMiddleware {
         retry
             .headers_mut()
             .insert(AUTHORIZATION, fresh.authorization_header());
-        tracing::info!(url = %response.url(), "401 from the API: retrying once with a new token");
+        tracing::info!(url = %redact::without_secrets(response.url()), "401 from the API: retrying once with a new token");
         self.cache.counters().retry_after_401();
         drop(response);
         let response = next.run(retry, extensions).await?;

@@ -2,32 +2,86 @@
 //! scrubbed of the client secret and tokens, and URLs reduced to the parts
 //! that never hold credentials.
 
+use std::ops::Range;
+
 use url::Url;
 
 /// What replaces a secret found in text.
 pub(crate) const REDACTED: &str = "<redacted>";
 
-/// `text` with every occurrence of each `sensitive` value replaced, then cut
-/// to `max_chars` characters. Scrubbing comes first, so a secret that
-/// straddles the cut cannot leave its first characters behind.
+/// Markers tried in turn: the first that contains none of the values to hide
+/// is used (a one-character token such as `e` would otherwise make the
+/// marker itself a leak). The empty marker always qualifies.
+const MARKERS: [&str; 4] = [REDACTED, "***", "#", ""];
+
+/// `text` with every occurrence of each `sensitive` value replaced, control
+/// characters (CR, LF, …) made spaces so that no log line can be forged, then
+/// cut to `max_chars` characters.
+///
+/// Occurrences are all found in the original text first (overlapping ones
+/// included) and replaced in one pass, so the work is bounded whatever the
+/// values are; scrubbing comes before the cut, so a secret that straddles
+/// the cut cannot leave its first characters behind. If the result still
+/// shows a value (one made of the marker and the text around it, or of a
+/// control character made a space), the text is withheld whole.
 pub(crate) fn scrub(text: &str, sensitive: &[&str], max_chars: usize) -> String {
-    let mut text = text.to_owned();
-    for secret in sensitive.iter().filter(|s| !s.is_empty()) {
-        // Replacing can join the text around a secret into a new occurrence
-        // only if the replacement contained it; REDACTED contains no secret
-        // of ours, but loop until none is left to be sure.
-        while text.contains(secret) {
-            text = text.replace(secret, REDACTED);
+    let hidden: Vec<&str> = sensitive
+        .iter()
+        .copied()
+        .filter(|s| !s.is_empty())
+        .collect();
+    let shows = |out: &str| hidden.iter().any(|s| out.contains(s));
+    let marker = MARKERS.into_iter().find(|m| !shows(m)).unwrap_or_default();
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
+    let mut copied = 0;
+    for range in merged(occurrences(text, &hidden)) {
+        push_visible(&mut out, &text[copied..range.start]);
+        out.push_str(marker);
+        copied = range.end;
+    }
+    push_visible(&mut out, &text[copied..]);
+    if let Some((cut, _)) = out.char_indices().nth(max_chars) {
+        out.truncate(cut);
+        out.push('…');
+    }
+    if shows(&out) {
+        return marker.to_owned();
+    }
+    out
+}
+
+/// Byte ranges of every occurrence of every value in `text`, overlapping
+/// ones included (a value found at each char boundary where it starts).
+fn occurrences(text: &str, hidden: &[&str]) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    for value in hidden {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(value) {
+            let start = from + at;
+            found.push(start..start + value.len());
+            // The next occurrence may start inside this one.
+            from = start + text[start..].chars().next().map_or(1, char::len_utf8);
         }
     }
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => {
-            text.truncate(cut);
-            text.push('…');
-            text
+    found
+}
+
+/// `ranges` sorted, with overlapping and touching ones joined.
+fn merged(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut joined: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match joined.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => joined.push(range),
         }
-        None => text,
     }
+    joined
+}
+
+/// Appends `text` with control characters made spaces.
+fn push_visible(out: &mut String, text: &str) {
+    out.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }));
 }
 
 /// `scheme://host[:port]`: the part of a URL that names where it goes and
@@ -72,6 +126,52 @@ mod tests {
         for (text, secret) in [("aabb", "ab"), ("abab", "ab"), ("aaaa", "aa")] {
             assert!(!scrub(text, &[secret], 300).contains(secret), "{text}");
         }
+    }
+
+    #[test]
+    fn values_inside_the_marker_neither_hang_nor_show() {
+        // Each of these made the old replace-until-gone loop grow the text
+        // for ever ("e" is in "<redacted>"): the process ran out of memory.
+        for value in ["e", "d", "red", "<redacted>", "<", "*", "#"] {
+            let out = scrub("the token e was denied <redacted> ***#", &[value], 300);
+            assert!(!out.contains(value), "{value:?}: {out:?}");
+        }
+        // Every marker holds one of the values: the text is withheld, and
+        // the empty marker shows nothing.
+        let out = scrub("a e * # b", &["e", "*", "#"], 300);
+        assert!(
+            !out.contains('e') && !out.contains('*') && !out.contains('#'),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn overlapping_and_nested_values_leave_no_fragment() {
+        // "ababab" holds "abab" at 0 and at 2: both are covered.
+        assert_eq!(scrub("xababab", &["abab"], 300), "x<redacted>");
+        // One value inside another: the longer range wins.
+        assert_eq!(
+            scrub("1 SECRETX 2", &["SECRET", "CRETX"], 300),
+            "1 <redacted> 2"
+        );
+        // A value made of the marker and the text beside it: withheld whole.
+        let out = scrub("SECRET>z", &["SECRET", "d>z"], 300);
+        assert!(!out.contains("d>z") && !out.contains("SECRET"), "{out:?}");
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_log_lines() {
+        assert_eq!(
+            scrub("denied\r\nINFO forged line\u{1b}[0m", &["x"], 300),
+            "denied  INFO forged line [0m"
+        );
+    }
+
+    #[test]
+    fn work_is_bounded_for_a_large_text_full_of_a_short_value() {
+        let text = "e".repeat(64 * 1024);
+        let out = scrub(&text, &["e", "ee"], 300);
+        assert_eq!(out, "***", "one marker for the one run of values");
     }
 
     #[test]

@@ -26,12 +26,21 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 const MAX_TEXT: usize = 300;
 
 /// A 200 answer that passed every check.
-#[derive(Debug)]
 pub(crate) struct TokenResponse {
     pub(crate) access_token: String,
     pub(crate) header: HeaderValue,
     pub(crate) lifetime: Duration,
     pub(crate) scope: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &redact::REDACTED)
+            .field("lifetime", &self.lifetime)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// Turns the identity service's answer into a token or a typed error.
@@ -96,7 +105,12 @@ pub(crate) fn parse_response(
 
     let scope = match object.get("scope") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(redact::scrub(s, &[&access_token], MAX_TEXT)),
+        Some(Value::String(s)) => {
+            // Shown by the token's `Debug`: as scrubbed as any server text.
+            let mut hidden = sensitive.to_vec();
+            hidden.push(&access_token);
+            Some(redact::scrub(s, &hidden, MAX_TEXT))
+        }
         Some(_) => return Err(Error::invalid_response("scope is not a string")),
     };
 
@@ -181,10 +195,7 @@ fn oauth_error(
             status: status.as_u16(),
             code: OAuthErrorCode::parse(&code),
             description: field("error_description"),
-            uri: text("error_uri").map(|uri| match Url::parse(uri) {
-                Ok(url) => redact::scrub(&redact::without_secrets(&url), &hidden, MAX_TEXT),
-                Err(_) => redact::scrub(uri, &hidden, MAX_TEXT),
-            }),
+            uri: text("error_uri").map(|uri| scrubbed_url(uri, &hidden)),
             retry_after,
         },
         // A 400/401 without an OAuth body is still a refusal; report the status.
@@ -192,6 +203,24 @@ fn oauth_error(
             status: status.as_u16(),
             retry_after,
         },
+    }
+}
+
+/// A URL the identity service sent, safe to show: scrubbed as it came
+/// (parsing lowercases the host and percent-encodes the path, which could
+/// hide a secret from the scrub), without user-info, query and fragment,
+/// and scrubbed again as it is shown, of the values in lower case too.
+fn scrubbed_url(raw: &str, hidden: &[&str]) -> String {
+    let lower: Vec<String> = hidden.iter().map(|s| s.to_lowercase()).collect();
+    let hidden: Vec<&str> = hidden
+        .iter()
+        .copied()
+        .chain(lower.iter().map(String::as_str))
+        .collect();
+    let scrubbed = redact::scrub(raw, &hidden, usize::MAX);
+    match Url::parse(&scrubbed) {
+        Ok(url) => redact::scrub(&redact::without_secrets(&url), &hidden, MAX_TEXT),
+        Err(_) => redact::scrub(&scrubbed, &hidden, MAX_TEXT),
     }
 }
 
@@ -418,6 +447,29 @@ mod tests {
     }
 
     #[test]
+    fn an_error_uri_is_scrubbed_before_parsing_changes_it() {
+        let secret = "MiXeD Secret";
+        for uri in [
+            format!("https://{}.x.example/doc", "MiXeDSecret"),
+            format!("https://x.example/{secret}/doc"),
+        ] {
+            let body = serde_json::json!({"error": "invalid_client", "error_uri": uri});
+            let err = parse_response(
+                StatusCode::BAD_REQUEST,
+                None,
+                body.to_string().as_bytes(),
+                &[secret, "MiXeDSecret"],
+            )
+            .unwrap_err();
+            let text = format!("{err} {err:?}").to_lowercase();
+            assert!(
+                !text.contains("mixedsecret") && !text.contains("mixed%20secret"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn a_secret_straddling_the_cut_leaves_nothing_behind() {
         let description = format!("{}{SECRET}", "x".repeat(MAX_TEXT - 4));
         let body = serde_json::json!({"error": "invalid_client", "error_description": description});
@@ -593,8 +645,79 @@ mod tests {
             }
         }
 
+        /// The text in a result that came from the identity service: what
+        /// a value to hide could reach.
+        fn server_texts(result: &Result<TokenResponse, Error>) -> Vec<String> {
+            match result {
+                Ok(token) => token.scope.iter().cloned().collect(),
+                Err(Error::OAuth {
+                    code,
+                    description,
+                    uri,
+                    ..
+                }) => [
+                    Some(code.as_str().to_owned()),
+                    description.clone(),
+                    uri.clone(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+
+        /// Values to hide that the fixed ones above never try: one to a few
+        /// characters, pieces of the marker that replaces them, control
+        /// characters.
+        fn short_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z<>*#]{1,3}",
+                (0usize..10, 1usize..4).prop_map(|(at, n)| {
+                    let m = crate::redact::REDACTED;
+                    m[at.min(m.len() - 1)..(at + n).min(m.len())].to_owned()
+                }),
+                ".{1,6}",
+                "[a-z]{1,2}[\\r\\n ]{1,2}[a-z]{1,2}",
+            ]
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            #[test]
+            fn short_or_marker_like_values_never_hang_nor_show(
+                status in prop_oneof![Just(StatusCode::OK), Just(StatusCode::BAD_REQUEST)],
+                secret in short_value(),
+                token in short_value(),
+                texts in prop::collection::vec((".{0,12}", 0usize..3), 1..4),
+            ) {
+                // Each server text field mixes the values with other text.
+                let mix = |i: usize| -> String {
+                    let (other, pick) = &texts[i % texts.len()];
+                    match pick {
+                        0 => format!("{other}{secret}{other}"),
+                        1 => format!("{token}{other}{token}"),
+                        _ => format!("{secret}{token}{other}"),
+                    }
+                };
+                let body = serde_json::json!({
+                    "access_token": token,
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                    "scope": mix(0),
+                    "error": mix(1),
+                    "error_description": mix(2),
+                    "error_uri": format!("https://x.example/{}", mix(3)),
+                });
+                let result = parse_response(status, None, body.to_string().as_bytes(), &[&secret]);
+                for text in server_texts(&result) {
+                    prop_assert!(!text.contains(secret.as_str()), "secret {secret:?} in {text:?}");
+                    prop_assert!(!text.contains(token.as_str()), "token {token:?} in {text:?}");
+                    prop_assert!(!text.chars().any(char::is_control), "{text:?}");
+                    prop_assert!(text.chars().count() <= MAX_TEXT + 1, "{text:?}");
+                }
+            }
 
             #[test]
             fn arbitrary_bytes_never_panic_nor_leak(
@@ -621,6 +744,10 @@ mod tests {
                 let result = parse_response(status, Some(Duration::from_secs(1)), &body, &[SECRET]);
                 assert_clean(&result, carries_token);
                 if let Ok(token) = result {
+                    // The scope is shown by the token's Debug.
+                    let shown = format!("{token:?}");
+                    prop_assert!(!shown.contains(&SECRET[..4]), "{shown}");
+                    prop_assert!(!shown.contains(&TOKEN[..4]), "{shown}");
                     prop_assert!(token.lifetime > Duration::ZERO && token.lifetime <= MAX_TOKEN_LIFETIME);
                     prop_assert!(!token.access_token.is_empty());
                 }

@@ -11,8 +11,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use myinvois_auth::{AuthMiddleware, Credentials, Error, OnBehalfOf};
+use chrono::Utc;
+use myinvois_auth::{
+    AuthMiddleware, Credentials, Error, Loaded, OnBehalfOf, StoreError, StoreErrorKind,
+    StoredToken, TokenCacheBuilder, TokenStore,
+};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 use wiremock::ResponseTemplate;
 
 use support::{client, Api, Identity, CLIENT_ID, SECRET, TOKEN_MARK};
@@ -43,12 +48,58 @@ impl Captured {
     }
 }
 
+/// Neither the secret nor a token, nor the first four characters of either
+/// (all that a cut at 300 characters through them may leave in the tests
+/// below, which put them 4 characters before the cut).
 fn assert_clean(what: &str, text: &str) {
     assert!(
-        !text.contains(SECRET),
+        !text.contains(&SECRET[..4]),
         "{what} shows the client secret: {text}"
     );
-    assert!(!text.contains(TOKEN_MARK), "{what} shows a token: {text}");
+    assert!(
+        !text.contains(&TOKEN_MARK[..4]),
+        "{what} shows a token: {text}"
+    );
+}
+
+/// A token store that hands out a token no check lets through (with the
+/// secret in its scope), and fails every write: its warnings are logged.
+#[derive(Debug)]
+struct HostileStore;
+
+#[async_trait::async_trait]
+impl TokenStore for HostileStore {
+    async fn load(&self, _key: &str) -> Result<Loaded, StoreError> {
+        let now = Utc::now();
+        Ok(Loaded {
+            token: Some(StoredToken {
+                access_token: format!("{TOKEN_MARK}-stored\r\nInjected: 1"),
+                issued_at: now,
+                expires_at: now + chrono::Duration::days(365 * 100),
+                scope: Some(format!("InvoicingAPI {SECRET}")),
+                remaining: Duration::from_secs(3600),
+            }),
+            locked: None,
+        })
+    }
+    async fn save(&self, _key: &str, _token: &StoredToken) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::Unreachable,
+            "the store is down",
+        ))
+    }
+    async fn try_lock(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::Timeout,
+            "the store is slow",
+        ))
+    }
+    async fn unlock(&self, _key: &str, _owner: &str) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::ReadOnly,
+            "the store is a replica",
+        ))
+    }
 }
 
 /// Runs a scenario that logs in, refreshes, retries, invalidates and fails,
@@ -56,13 +107,15 @@ fn assert_clean(what: &str, text: &str) {
 #[tokio::test(start_paused = true)]
 async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
+    // Global, not scoped: tracing caches callsite interest process-wide.
+    // `init` also routes the `log` crate's records (reqwest's) here.
+    tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(logs.clone())
         .with_ansi(false)
-        .finish();
-    // Global, not scoped: tracing caches callsite interest process-wide.
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+        .finish()
+        .try_init()
+        .unwrap();
 
     let identity = Identity::issuing(3600, Duration::ZERO).await;
     let (api_server, api) = Api::start().await;
@@ -72,7 +125,9 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     let token = cache.token().await.unwrap();
     let theirs = cache.token_on_behalf_of("C25845632020").await.unwrap();
     api.revoke(token.secret());
-    client.get(api_server.uri()).send().await.unwrap();
+    // A 401 retried: the log line names the URL, never its query.
+    let signed = format!("{}/api/v1.0/documents?sig={SECRET}", api_server.uri());
+    client.get(&signed).send().await.unwrap();
     client
         .get(api_server.uri())
         .with_extension(OnBehalfOf::new("C25845632020"))
@@ -97,12 +152,20 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     // Every other kind of failure, each from a hostile or broken identity
     // service that echoes secrets where a cut or a field could leak them.
     let mut errors = vec![oauth_error.clone()];
-    let straddling = format!("{}{SECRET}", "x".repeat(295));
+    // Text is cut at 300 characters: these put the secret and a token
+    // across the cut, leaving 4 of their characters before it.
+    let straddling = format!("{}{SECRET}", "x".repeat(296));
     let long_token = format!("{TOKEN_MARK}-{}", "y".repeat(400));
+    let token_straddling = format!("{}{long_token}", "z".repeat(296));
     let answers = [
         ResponseTemplate::new(400).set_body_json(serde_json::json!({
             "error": straddling, "error_description": straddling, "error_uri": format!("https://u:{SECRET}@x.example/?s={SECRET}"),
         })),
+        ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": token_straddling, "error_description": token_straddling,
+            "error_uri": format!("https://x.example/{long_token}"), "access_token": long_token,
+        })),
+
         ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "access_token": long_token, "token_type": long_token, "expires_in": 3600,
         })),
@@ -110,6 +173,7 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
             "access_token": long_token, "token_type": "Bearer", "expires_in": long_token,
         })),
         ResponseTemplate::new(302).insert_header("location", format!("https://evil.example/steal?s={SECRET}")),
+        ResponseTemplate::new(307).insert_header("location", format!("https://{}.evil.example/", SECRET.to_lowercase())),
         ResponseTemplate::new(503).insert_header("retry-after", "18446744073709551615"),
         ResponseTemplate::new(429).insert_header("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
         ResponseTemplate::new(200).set_delay(Duration::from_secs(30)),
@@ -134,6 +198,39 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         .build()
         .unwrap();
     errors.push(unreachable.token().await.unwrap_err());
+
+    // A granted scope echoing the secret across the cut: the token's Debug
+    // shows the scope.
+    let scoped = Identity::empty().await;
+    scoped
+        .answer(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": format!("{TOKEN_MARK}-scoped"), "token_type": "Bearer",
+            "expires_in": 3600, "scope": straddling,
+        })))
+        .await;
+    let scoped_token = scoped.cache().token().await.unwrap();
+    assert_clean("a token's Debug", &format!("{scoped_token:?}"));
+
+    // A token store handing out a token that fails every check, failing
+    // every write: its warnings are logged, and the login goes ahead.
+    let hostile = Identity::issuing(3600, Duration::ZERO).await;
+    let with_store = hostile
+        .builder()
+        .token_store(Arc::new(HostileStore))
+        .build()
+        .unwrap();
+    let fresh = with_store.token().await.unwrap();
+    assert!(fresh.secret().starts_with(TOKEN_MARK));
+    assert_eq!(hostile.login_count().await, 1);
+
+    // Configuration from variables holding the secret where it must not be.
+    let from_vars = TokenCacheBuilder::from_vars(|name| match name {
+        "MYINVOIS_CLIENT_ID" => Some(CLIENT_ID.into()),
+        "MYINVOIS_CLIENT_SECRET" => Some(SECRET.into()),
+        "MYINVOIS_ENVIRONMENT" => Some(SECRET.into()),
+        _ => None,
+    });
+    errors.push(from_vars.unwrap_err());
     for url in [
         format!("https://id.example.com/?secret={SECRET}"),
         format!("https://id.example.com/#{SECRET}"),
@@ -173,6 +270,8 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         "Transport",
         "InvalidConfig",
         "InvalidToken",
+        "InvalidTaxpayer",
+        "Environment",
         "LoginAborted",
     ] {
         assert!(kinds.contains(kind), "no {kind} error was made: {kinds:?}");
@@ -184,6 +283,11 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     assert!(output.contains("token invalidated"), "{output}");
     assert!(output.contains("retrying once"), "{output}");
     assert!(output.contains("refresh ahead of expiry"), "{output}");
+    assert!(output.contains("token store refused"), "{output}");
+    assert!(output.contains("token store unavailable"), "{output}");
+    assert!(output.contains("/api/v1.0/documents"), "{output}");
+    // reqwest's own `log` records reach the subscriber too.
+    assert!(output.contains("reqwest"), "{output}");
     assert!(
         output.contains(CLIENT_ID),
         "entries are named in logs: {output}"
@@ -205,11 +309,6 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     }
     for error in &errors {
         assert_clean("an error", &format!("{error} {error:?}"));
-        // Not even the first characters a cut would leave.
-        assert!(
-            !format!("{error} {error:?}").contains(&SECRET[..8]),
-            "{error:?}"
-        );
     }
     assert!(matches!(oauth_error, Error::OAuth { .. }));
 }

@@ -95,3 +95,31 @@ async fn an_https_identity_service_redirecting_to_http_sends_nothing_there() {
     }
     assert!(other.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_redirect_target_echoing_the_secret_is_named_without_it() {
+    // The target's host carries the secret (as a reflecting service might
+    // echo the form): parsing lowercases a host, so it is scrubbed before.
+    for location in [
+        format!("https://{SECRET}.evil.example/connect/token"),
+        format!("https://{}.evil.example/", SECRET.to_lowercase()),
+        format!("https://evil.example/{SECRET}?s={SECRET}"),
+    ] {
+        let identity = Identity::empty().await;
+        identity
+            .answer(ResponseTemplate::new(307).insert_header("location", location.as_str()))
+            .await;
+        let cache = identity
+            .builder()
+            .without_login_rate_limit()
+            .build()
+            .unwrap();
+        let err = cache.token().await.unwrap_err();
+        assert!(matches!(err, Error::LoginRedirected { .. }), "{err:?}");
+        let text = format!("{err} {err:?}").to_lowercase();
+        assert!(
+            !text.contains(&SECRET.to_lowercase()),
+            "{location}: the secret shows: {text}"
+        );
+    }
+}
