@@ -51,7 +51,7 @@ const PRODUCTION_BASE: &str = "https://api.myinvois.hasil.gov.my";
 /// assert_eq!(local.api_url().port(), Some(8081));
 /// # Ok::<(), myinvois_auth::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Environment {
     /// LHDN's pre-production (sandbox): `https://preprod-api.myinvois.hasil.gov.my`.
@@ -93,6 +93,33 @@ impl Environment {
             Environment::Sandbox => Url::parse(SANDBOX_BASE).expect("constant URL"),
             Environment::Production => Url::parse(PRODUCTION_BASE).expect("constant URL"),
             Environment::Custom { api_url, .. } => api_url.clone(),
+        }
+    }
+
+    /// The checks of [`Environment::custom`], for a `Custom` written out by
+    /// hand (which `#[non_exhaustive]` does not prevent): the cache sends its
+    /// secret and tokens to these URLs.
+    pub(crate) fn checked(self) -> Result<Self, Error> {
+        parse_secure_url("identity URL", self.identity_url().as_str())?;
+        parse_secure_url("API URL", self.api_url().as_str())?;
+        Ok(self)
+    }
+}
+
+/// Names a custom deployment's URLs without user-info, query or fragment.
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Environment::Sandbox => f.write_str("Sandbox"),
+            Environment::Production => f.write_str("Production"),
+            Environment::Custom {
+                identity_url,
+                api_url,
+            } => f
+                .debug_struct("Custom")
+                .field("identity_url", &redact::without_secrets(identity_url))
+                .field("api_url", &redact::without_secrets(api_url))
+                .finish(),
         }
     }
 }
@@ -200,12 +227,12 @@ fn check_secret(secret: &SecretString) -> Result<(), Error> {
 pub struct TokenCacheBuilder {
     credentials: Credentials,
     environment: Option<Environment>,
-    identity_url: Option<String>,
+    identity_url: Option<UncheckedUrl>,
     scope: Option<String>,
     refresh_before: Option<Duration>,
     refresh_retry_after: Option<Duration>,
     login_timeout: Option<Option<Duration>>,
-    http_client: Option<reqwest::ClientBuilder>,
+    http_client: Option<HttpClient>,
     login_rate_limit: Option<Option<(u32, Duration)>>,
     max_login_wait: Option<Duration>,
     idle_after: Option<Duration>,
@@ -217,8 +244,30 @@ pub struct TokenCacheBuilder {
     fleet_size: Option<u32>,
 }
 
+/// A URL as given to the builder, not yet checked: `Debug` shows it
+/// without user-info, query and fragment (or not at all, if it does not parse).
+struct UncheckedUrl(String);
+
+impl fmt::Debug for UncheckedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(url) => f.write_str(&redact::without_secrets(&url)),
+            Err(_) => f.write_str("<not a URL>"),
+        }
+    }
+}
+
+/// The caller's `reqwest::ClientBuilder`: `Debug` says only that there is
+/// one (its proxies may carry credentials).
+struct HttpClient(reqwest::ClientBuilder);
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("reqwest::ClientBuilder { .. }")
+    }
+}
+
 /// The checked settings a cache runs with.
-#[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) credentials: ClientCredentials,
     pub(crate) environment: Option<Environment>,
@@ -236,6 +285,18 @@ pub(crate) struct Settings {
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) rejection_memory: Duration,
     pub(crate) fleet_size: u32,
+}
+
+/// What names the settings; nothing that could hold a credential (the
+/// HTTP client's proxies may).
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("client_id", &self.credentials.client_id())
+            .field("token_url", &self.token_url.as_str())
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenCacheBuilder {
@@ -277,7 +338,7 @@ impl TokenCacheBuilder {
     ///
     /// Defaults to the environment's identity URL.
     pub fn identity_url(mut self, url: impl Into<String>) -> Self {
-        self.identity_url = Some(url.into());
+        self.identity_url = Some(UncheckedUrl(url.into()));
         self
     }
 
@@ -337,7 +398,7 @@ impl TokenCacheBuilder {
     /// Defaults to a client that keeps no idle connections (a login happens
     /// about once an hour per taxpayer).
     pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
-        self.http_client = Some(builder);
+        self.http_client = Some(HttpClient(builder));
         self
     }
 
@@ -490,8 +551,10 @@ impl TokenCacheBuilder {
                 ));
             }
         }
-        let identity_base = match (&self.identity_url, &self.environment) {
-            (Some(url), _) => parse_secure_url("identity URL", url)?,
+        // A `Custom` environment written out by hand is checked here.
+        let environment = self.environment.map(Environment::checked).transpose()?;
+        let identity_base = match (&self.identity_url, &environment) {
+            (Some(url), _) => parse_secure_url("identity URL", &url.0)?,
             (None, Some(env)) => env.identity_url(),
             (None, None) => {
                 return Err(Error::InvalidConfig(
@@ -526,10 +589,16 @@ impl TokenCacheBuilder {
         let token_url = token_endpoint(&identity_base)?;
         let http_client = self
             .http_client
-            .unwrap_or_else(|| reqwest::Client::builder().pool_max_idle_per_host(0))
+            .map_or_else(
+                || reqwest::Client::builder().pool_max_idle_per_host(0),
+                |c| c.0,
+            )
             // A login never follows a redirect, and never leaves https.
             .redirect(reqwest::redirect::Policy::none())
             .https_only(token_url.scheme() == "https")
+            // Verbose connections log what they carry: the form with the
+            // secret, the answer with the token.
+            .connection_verbose(false)
             .build()
             .map_err(|e| Error::InvalidConfig(format!("cannot build the HTTP client: {e}")))?;
         let Credentials {
@@ -542,7 +611,7 @@ impl TokenCacheBuilder {
                 client_id,
                 secret: ArcSwap::from_pointee(client_secret),
             },
-            environment: self.environment,
+            environment,
             scope: self.scope,
             refresh_before,
             refresh_retry_after: self.refresh_retry_after.unwrap_or(DEFAULT_REFRESH_RETRY),
@@ -668,6 +737,46 @@ mod tests {
             let err = parse_secure_url("u", bad).unwrap_err();
             assert!(matches!(err, Error::InvalidConfig(_)), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_custom_environment_written_by_hand_is_checked_like_one_from_custom() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let good = url("https://id.example.com");
+        for (identity, api) in [
+            (url("http://id.example.com/?k=SECRETPW"), good.clone()),
+            (url("https://id.example.com/?k=SECRETPW"), good.clone()),
+            (good.clone(), url("http://api.example.com")),
+            (good.clone(), url("https://u:SECRETPW@api.example.com")),
+        ] {
+            let env = Environment::Custom {
+                identity_url: identity,
+                api_url: api,
+            };
+            assert!(!format!("{env:?}").contains("SECRETPW"), "{env:?}");
+            let err = TokenCacheBuilder::new(Credentials::new("id", "s"))
+                .environment(env)
+                .into_settings()
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+            assert!(!format!("{err} {err:?}").contains("SECRETPW"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn the_builders_debug_shows_no_query_nor_user_info() {
+        let builder = TokenCacheBuilder::new(Credentials::new("id", "CLIENTSECRET"))
+            .identity_url("https://u:SECRETPW@id.example.com/x?k=SECRETPW#SECRETPW")
+            .http_client(
+                reqwest::Client::builder()
+                    .proxy(reqwest::Proxy::all("http://u:SECRETPW@proxy.example.com").unwrap()),
+            );
+        let shown = format!("{builder:?}");
+        assert!(shown.contains("https://id.example.com/x"), "{shown}");
+        assert!(
+            !shown.contains("SECRETPW") && !shown.contains("CLIENTSECRET"),
+            "{shown}"
+        );
     }
 
     #[test]
