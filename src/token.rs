@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::claims::TokenClaims;
 use crate::clock::Clock;
 use crate::freshness::refresh_at;
+use crate::redact;
 use crate::rejection::Rejections;
 use crate::response::checked_token;
 use crate::store::StoredToken;
@@ -32,6 +33,9 @@ pub(crate) fn expiry_margin(lifetime: Duration) -> Duration {
 /// How far in the future a stored token's issue time may lie, by this
 /// host's clock, before the token is refused: hosts' clocks disagree a little.
 const STORED_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// A stored scope is cut to this many characters.
+const MAX_SCOPE: usize = 300;
 
 /// Process-wide token identities, so that an invalidation naming an old
 /// token (or one from another cache) can never remove a newer one.
@@ -198,6 +202,14 @@ impl AccessToken {
                 (stored.issued_at - now_utc).num_seconds()
             ));
         }
+        // The store's count of what is left decides expiry; but a record
+        // that expired long ago by every clock is no token to trust.
+        if stored.expires_at + STORED_CLOCK_SKEW < now_utc {
+            return Err(format!(
+                "it expired {} s ago (check the hosts' clocks)",
+                (now_utc - stored.expires_at).num_seconds()
+            ));
+        }
         let remaining = stored.remaining.min(lifetime);
         if remaining.is_zero() {
             return Err("it has expired".to_owned());
@@ -206,12 +218,16 @@ impl AccessToken {
         let sent_at = now
             .checked_sub(lifetime - remaining)
             .ok_or_else(|| "its issue time is out of range".to_owned())?;
+        // Shown by `Debug`: treated like text from the identity service.
+        let scope = stored
+            .scope
+            .map(|scope| redact::scrub(&scope, &[&stored.access_token], MAX_SCOPE));
         Ok(AccessToken::new(
             Issued {
                 secret: stored.access_token,
                 header,
                 lifetime,
-                scope: stored.scope,
+                scope,
                 sent_at,
             },
             clock.utc(sent_at),

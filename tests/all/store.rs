@@ -88,6 +88,10 @@ async fn a_stored_token_that_fails_a_check_is_never_served_and_a_login_happens()
             stored(STORED, chrono::Duration::zero(), -hour, minute),
         ),
         (
+            "expired two years ago by the wall clock, whatever the store says is left",
+            stored(STORED, chrono::Duration::days(-730), hour, minute),
+        ),
+        (
             "nothing left",
             stored(STORED, chrono::Duration::zero(), hour, Duration::ZERO),
         ),
@@ -143,4 +147,35 @@ async fn a_good_stored_token_is_served_for_what_the_store_says_is_left_and_no_lo
     // asks the store again (this one answers the same for ever).
     tokio::time::advance(Duration::from_secs(61)).await;
     assert!(!cache.token().await.unwrap().same_token(&token));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_scope_is_shown_like_text_from_the_identity_service() {
+    let identity = Identity::start().await;
+    let mut token = stored(
+        STORED,
+        chrono::Duration::zero(),
+        chrono::Duration::hours(1),
+        Duration::from_secs(600),
+    );
+    token.scope = Some(format!(
+        "InvoicingAPI {STORED}\r\nforged {}",
+        "s".repeat(1000)
+    ));
+    let store = Answering {
+        token,
+        inner: MemoryTokenStore::new(),
+    };
+    let cache = identity
+        .builder()
+        .token_store(Arc::new(store))
+        .build()
+        .unwrap();
+    let served = cache.token().await.unwrap();
+    assert_eq!(served.secret(), STORED);
+    let scope = served.scope().unwrap();
+    assert!(scope.starts_with("InvoicingAPI <redacted>"), "{scope}");
+    assert!(!scope.chars().any(char::is_control), "{scope:?}");
+    assert!(scope.chars().count() <= 301, "{}", scope.len());
+    assert!(!format!("{served:?}").contains(STORED));
 }
