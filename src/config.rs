@@ -171,24 +171,50 @@ impl fmt::Debug for Credentials {
 /// secret that [`rotate`](Self::rotate) replaces for every clone at once.
 pub(crate) struct ClientCredentials {
     client_id: String,
-    secret: ArcSwap<SecretString>,
+    secret: ArcSwap<Secret>,
+}
+
+/// One client secret, numbered: a login's failure is told apart from the
+/// failures of the secret in use now.
+pub(crate) struct Secret {
+    pub(crate) value: SecretString,
+    /// 0 for the secret the cache was built with, then one more per rotation.
+    pub(crate) generation: u64,
 }
 
 impl ClientCredentials {
+    pub(crate) fn new(client_id: String, secret: SecretString) -> Self {
+        ClientCredentials {
+            client_id,
+            secret: ArcSwap::from_pointee(Secret {
+                value: secret,
+                generation: 0,
+            }),
+        }
+    }
+
     pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }
 
     /// The current secret. Held by a login for as long as it runs, so a
     /// rotation never changes the secret of a login half-way.
-    pub(crate) fn secret(&self) -> Arc<SecretString> {
+    pub(crate) fn secret(&self) -> Arc<Secret> {
         self.secret.load_full()
+    }
+
+    /// The generation of the current secret.
+    pub(crate) fn generation(&self) -> u64 {
+        self.secret.load().generation
     }
 
     /// Replaces the secret; refuses an empty one.
     pub(crate) fn rotate(&self, secret: SecretString) -> Result<(), Error> {
         check_secret(&secret)?;
-        self.secret.store(Arc::new(secret));
+        self.secret.rcu(|current| Secret {
+            value: secret.clone(),
+            generation: current.generation.wrapping_add(1),
+        });
         Ok(())
     }
 }
@@ -607,10 +633,7 @@ impl TokenCacheBuilder {
         } = self.credentials;
         Ok(Settings {
             token_url,
-            credentials: ClientCredentials {
-                client_id,
-                secret: ArcSwap::from_pointee(client_secret),
-            },
+            credentials: ClientCredentials::new(client_id, client_secret),
             environment,
             scope: self.scope,
             refresh_before,

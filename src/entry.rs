@@ -61,6 +61,9 @@ pub(crate) struct Entry {
     pub(crate) inflight: Mutex<Option<Flight>>,
     /// The last failed login, answered from memory for a while.
     pub(crate) failures: FailureMemory,
+    /// The generation of the client secret the entry's last login was sent
+    /// with: a failure of a secret rotated since is not remembered.
+    pub(crate) login_secret: AtomicU64,
     /// What the API's 401s taught about its endpoints.
     pub(crate) rejections: Arc<Rejections>,
     /// Owners of store locks that cut-off logins left behind (see `obtain`).
@@ -101,6 +104,7 @@ impl Entry {
             last_used,
             inflight: Mutex::new(None),
             failures: FailureMemory::default(),
+            login_secret: AtomicU64::new(0),
             rejections: Arc::default(),
             abandoned_locks: Mutex::new(Vec::new()),
             slot: AtomicUsize::new(0),

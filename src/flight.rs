@@ -21,6 +21,7 @@ use crate::budget::Urgency;
 use crate::clock::after;
 use crate::entry::Entry;
 use crate::error::Error;
+use crate::failure::Class;
 use crate::token::AccessToken;
 
 /// Where a login in flight stands.
@@ -191,6 +192,16 @@ impl Entry {
                     // token's own refresh point decides the next one.
                     entry.refresh_not_before.store(0, Ordering::Relaxed);
                     Ok(token)
+                }
+                // A failure a new login cannot cure is remembered, unless
+                // the secret it was sent with has been rotated since (the new
+                // one may cure it: `invalid_client` while the old is revoked).
+                Err(error)
+                    if Class::of(&error) == Some(Class::Lasting)
+                        && entry.login_secret.load(Ordering::Relaxed)
+                            != entry.ctx.settings.credentials.generation() =>
+                {
+                    Err(error)
                 }
                 Err(error) => Err(entry.failures.remember(
                     error,

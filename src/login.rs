@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::config::Settings;
+use crate::config::{Secret, Settings};
 use crate::error::Error;
 use crate::redact;
 use crate::response::{parse_response, parse_retry_after};
@@ -31,9 +31,10 @@ const MAX_BODY: usize = 64 * 1024;
 /// Performs one login. Never retries: the cache decides when to try again.
 pub(crate) async fn login(
     settings: &Settings,
+    secret: &Secret,
     on_behalf_of: Option<&OnBehalfOf>,
 ) -> Result<Issued, Error> {
-    let call = send(settings, on_behalf_of);
+    let call = send(settings, &secret.value, on_behalf_of);
     match settings.login_timeout {
         Some(limit) => tokio::time::timeout(limit, call)
             .await
@@ -42,15 +43,18 @@ pub(crate) async fn login(
     }
 }
 
-async fn send(settings: &Settings, on_behalf_of: Option<&OnBehalfOf>) -> Result<Issued, Error> {
-    let secret = settings.credentials.secret();
+async fn send(
+    settings: &Settings,
+    secret: &SecretString,
+    on_behalf_of: Option<&OnBehalfOf>,
+) -> Result<Issued, Error> {
     let encoded_secret = Zeroizing::new(urlencoded(secret.expose_secret()));
     let mut request = settings
         .http_client
         .post(settings.token_url.clone())
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form_body(settings, &secret));
+        .body(form_body(settings, secret));
     if let Some(taxpayer) = on_behalf_of {
         request = request.header(ON_BEHALF_OF, taxpayer.as_str());
     }
@@ -156,7 +160,7 @@ mod tests {
                 .scope("InvoicingAPI")
                 .into_settings()
                 .unwrap();
-        let body = form_body(&settings, &settings.credentials.secret());
+        let body = form_body(&settings, &settings.credentials.secret().value);
         let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();

@@ -302,7 +302,10 @@ impl Entry {
         progress.set(Phase::Sending);
         let started = Instant::now();
         tracing::debug!("login started");
-        let result = login(&ctx.settings, self.on_behalf_of.as_ref())
+        let secret = ctx.settings.credentials.secret();
+        self.login_secret
+            .store(secret.generation, Ordering::Relaxed);
+        let result = login(&ctx.settings, &secret, self.on_behalf_of.as_ref())
             .await
             .map(|issued| {
                 let sent_at_utc = ctx.clock.utc(issued.sent_at);

@@ -377,3 +377,53 @@ async fn rotating_the_secret_keeps_every_token_and_the_next_login_uses_the_new_o
     let last = form(&logins[3]);
     assert!(last.contains(&("client_secret".into(), "NEW-SECRET-2".into())));
 }
+
+/// Answers `invalid_client` to the old secret (after `delay`) and a token
+/// to any other: a secret being revoked while it is rotated.
+struct RevokedSecret {
+    delay: Duration,
+}
+
+impl wiremock::Respond for RevokedSecret {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let old = form(request).contains(&("client_secret".into(), SECRET.into()));
+        if old {
+            ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({"error": "invalid_client"}))
+                .set_delay(self.delay)
+        } else {
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": "TOKENVALUE-new-secret", "token_type": "Bearer", "expires_in": 3600,
+            }))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotation_during_a_login_is_not_undone_by_the_old_secrets_failure() {
+    let identity = Identity::empty().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(RevokedSecret {
+            delay: Duration::from_millis(300),
+        })
+        .mount(&identity.server)
+        .await;
+    let cache = identity.cache();
+    // A login with the old secret is under way when the secret is rotated.
+    let under_way = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.token().await }
+    });
+    crate::support::settle_until(|| async { identity.login_count().await == 1 }).await;
+    cache.rotate_secret("NEW-SECRET-2").unwrap();
+    let old = under_way.await.unwrap().unwrap_err();
+    assert_eq!(old.oauth_code(), Some(&OAuthErrorCode::InvalidClient));
+    // The old secret's failure is not answered from memory: the next call
+    // logs in at once, with the new secret.
+    let token = cache.token().await.unwrap();
+    assert_eq!(token.secret(), "TOKENVALUE-new-secret");
+    let logins = identity.logins().await;
+    assert_eq!(logins.len(), 2);
+    assert!(form(&logins[1]).contains(&("client_secret".into(), "NEW-SECRET-2".into())));
+    assert_eq!(cache.stats().answered_from_memory, 0);
+}
