@@ -221,11 +221,13 @@ impl TokenCache {
     /// # Ok(()) }
     /// ```
     pub fn rejected(&self, token: &AccessToken, method: &http::Method, path: &str) -> bool {
+        let ctx = &self.inner.ctx;
         let verdict = token.0.rejections.rejected(
             &endpoint(method, path),
             token.0.id,
             Instant::now(),
-            self.inner.ctx.settings.rejection_memory,
+            ctx.settings.rejection_memory,
+            &ctx.learned,
         );
         match verdict {
             Verdict::Renew => {
@@ -245,12 +247,15 @@ impl TokenCache {
 
     /// Tells the cache that the API answered `token`'s call to `method`
     /// `path` with something other than 401, ending what a 401 there had
-    /// taught (see [`rejected`](Self::rejected)). One atomic load when
+    /// taught (see [`rejected`](Self::rejected)). Two atomic loads when
     /// nothing was taught.
     #[inline]
     pub fn accepted(&self, token: &AccessToken, method: &http::Method, path: &str) {
-        if token.0.rejections.any() {
-            token.0.rejections.accepted(&endpoint(method, path));
+        let learned = &self.inner.ctx.learned;
+        if token.0.rejections.any() || learned.any() {
+            let endpoint = endpoint(method, path);
+            token.0.rejections.accepted(&endpoint);
+            learned.accepted(&endpoint);
         }
     }
 

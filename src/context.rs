@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::budget::LoginBudget;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::rejection::Learned;
 use crate::stats::Counters;
 use crate::store::budget_key;
 
@@ -17,6 +18,8 @@ pub(crate) struct Context {
     pub(crate) budget_key: String,
     pub(crate) counters: Counters,
     pub(crate) clock: Clock,
+    /// Endpoints that reject every token, as any entry learned (see `rejection`).
+    pub(crate) learned: Learned,
 }
 
 impl Context {
@@ -43,6 +46,7 @@ impl Context {
             budget,
             counters: Counters::default(),
             clock: Clock::new(),
+            learned: Learned::default(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! 401s a new token does not cure: what an entry has learned about the API
-//! endpoints that rejected its tokens.
+//! 401s a new token does not cure: what the cache has learned about the
+//! API endpoints that rejected its tokens.
 //!
 //! A 401 usually means the token was revoked or expired: invalidate it, log
 //! in again, retry once. But an endpoint can answer 401 to every token (the
@@ -11,11 +11,17 @@
 //!   is about the token: invalidate it and try a new one;
 //! - a 401 with a *different* token at an endpoint that already rejected one
 //!   teaches the entry that this endpoint's rejection is not about the
-//!   token: for a while, its 401s are handed to the caller and nothing is
-//!   invalidated;
-//! - any other answer from the endpoint clears its record, so a real
-//!   revocation (many requests with one revoked token) still costs exactly
-//!   one login, also right after a rejection was learned elsewhere.
+//!   token: its 401s are handed to the caller and nothing is invalidated,
+//!   for `rejection_memory` after the last of them (so an endpoint that
+//!   keeps rejecting costs one login however long it does);
+//! - what one entry learned is taken by every other entry of the cache
+//!   ([`Learned`]): a permission the client ID lacks rejects every
+//!   taxpayer's token, and learning it again per taxpayer would cost a
+//!   login each (700 taxpayers: an hour of the budget);
+//! - any other answer from the endpoint clears its records (the entry's and
+//!   the cache's), so a real revocation (many requests with one revoked
+//!   token) still costs exactly one login, also right after a rejection was
+//!   learned elsewhere.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +34,8 @@ use crate::clock::after;
 
 /// Default for [`TokenCacheBuilder::rejection_memory`](crate::TokenCacheBuilder::rejection_memory): 10 minutes.
 pub const DEFAULT_REJECTION_MEMORY: Duration = Duration::from_secs(10 * 60);
-/// Endpoints remembered per entry; past it, the oldest records are dropped.
+/// Endpoints remembered per entry (and per cache); past it, the oldest
+/// records are dropped.
 const MAX_ENDPOINTS: usize = 64;
 
 /// What to do about a 401.
@@ -56,38 +63,54 @@ enum Record {
     Learned { until: Instant },
 }
 
+impl Record {
+    /// When it stops counting.
+    fn ends(&self, memory: Duration) -> Instant {
+        match *self {
+            Record::Rejected { at, .. } => after(at, memory),
+            Record::Learned { until } => until,
+        }
+    }
+}
+
 impl Rejections {
-    /// A 401 from `endpoint` to the token `token` (its identity).
+    /// A 401 from `endpoint` to the token `token` (its identity); `cache`
+    /// is what every entry of the cache learned.
     pub(crate) fn rejected(
         &self,
         endpoint: &str,
         token: u64,
         now: Instant,
         memory: Duration,
+        cache: &Learned,
     ) -> Verdict {
+        let until = after(now, memory);
         let mut records = self.records.lock();
-        let verdict = match records.get(endpoint) {
-            Some(Record::Learned { until }) if now < *until => Verdict::NotTheToken,
-            Some(Record::Rejected { token: before, at })
-                if *before != token && now < after(*at, memory) =>
-            {
-                records.insert(
-                    endpoint.to_owned(),
-                    Record::Learned {
-                        until: after(now, memory),
-                    },
-                );
-                Verdict::NotTheToken
+        let learned_here = match records.get(endpoint) {
+            Some(Record::Learned { until }) => now < *until,
+            Some(Record::Rejected { token: before, at }) => {
+                *before != token && now < after(*at, memory)
             }
-            _ => {
-                records.insert(endpoint.to_owned(), Record::Rejected { token, at: now });
+            None => false,
+        };
+        let verdict = if learned_here {
+            records.insert(endpoint.to_owned(), Record::Learned { until });
+            Verdict::NotTheToken
+        } else {
+            // Remember this token, in case the next 401 here comes with another.
+            records.insert(endpoint.to_owned(), Record::Rejected { token, at: now });
+            if cache.holds(endpoint, now) {
+                Verdict::NotTheToken
+            } else {
                 Verdict::Renew
             }
         };
-        if records.len() > MAX_ENDPOINTS {
-            forget_oldest(&mut records, now);
-        }
+        forget_oldest(&mut records, now, memory);
         self.len.store(records.len(), Ordering::Relaxed);
+        drop(records);
+        if verdict == Verdict::NotTheToken {
+            cache.learn(endpoint, until);
+        }
         verdict
     }
 
@@ -110,25 +133,72 @@ impl Rejections {
     }
 }
 
-/// Drops expired records, then the oldest, down to the limit.
-fn forget_oldest(records: &mut HashMap<String, Record>, now: Instant) {
-    records.retain(|_, record| match record {
-        Record::Learned { until } => now < *until,
-        Record::Rejected { .. } => true,
-    });
+/// The endpoints that rejected every token lately, learned by any entry of
+/// a cache: a 401 there is not about the token, for any taxpayer, until the
+/// endpoint accepts a token again or `rejection_memory` passes without a 401.
+#[derive(Debug, Default)]
+pub(crate) struct Learned {
+    len: AtomicUsize,
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+impl Learned {
+    /// Whether `endpoint` is known to reject every token at `now`.
+    fn holds(&self, endpoint: &str, now: Instant) -> bool {
+        self.any() && self.until.lock().get(endpoint).is_some_and(|u| now < *u)
+    }
+
+    /// `endpoint` rejected a token that a new one would not replace: it
+    /// holds until `until` at least.
+    fn learn(&self, endpoint: &str, until: Instant) {
+        let mut map = self.until.lock();
+        let entry = map.entry(endpoint.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
+        if map.len() > MAX_ENDPOINTS {
+            let now = Instant::now();
+            map.retain(|_, u| now < *u);
+            while map.len() > MAX_ENDPOINTS {
+                let Some(oldest) = map.iter().min_by_key(|(_, u)| **u).map(|(e, _)| e.clone())
+                else {
+                    break;
+                };
+                map.remove(&oldest);
+            }
+        }
+        self.len.store(map.len(), Ordering::Relaxed);
+    }
+
+    /// Whether anything is recorded (one atomic load).
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.len.load(Ordering::Relaxed) > 0
+    }
+
+    /// `endpoint` accepted a token: it does not reject every token.
+    pub(crate) fn accepted(&self, endpoint: &str) {
+        if !self.any() {
+            return;
+        }
+        let mut map = self.until.lock();
+        if map.remove(endpoint).is_some() {
+            self.len.store(map.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Past the limit, drops records that no longer count, then the oldest.
+fn forget_oldest(records: &mut HashMap<String, Record>, now: Instant, memory: Duration) {
+    if records.len() <= MAX_ENDPOINTS {
+        return;
+    }
+    records.retain(|_, record| now < record.ends(memory));
     while records.len() > MAX_ENDPOINTS {
         let oldest = records
             .iter()
-            .map(|(endpoint, record)| {
-                let at = match record {
-                    Record::Rejected { at, .. } => *at,
-                    Record::Learned { until } => *until,
-                };
-                (at, endpoint.clone())
-            })
-            .min();
+            .min_by_key(|(_, record)| record.ends(memory))
+            .map(|(endpoint, _)| endpoint.clone());
         match oldest {
-            Some((_, endpoint)) => records.remove(&endpoint),
+            Some(endpoint) => records.remove(&endpoint),
             None => break,
         };
     }
@@ -161,6 +231,13 @@ mod tests {
 
     const MEMORY: Duration = Duration::from_secs(600);
 
+    impl Rejections {
+        /// With a cache that has learned nothing else.
+        fn alone(&self, endpoint: &str, token: u64, now: Instant) -> Verdict {
+            self.rejected(endpoint, token, now, MEMORY, &Learned::default())
+        }
+    }
+
     #[test]
     fn endpoints_are_method_and_path_with_ids_made_alike() {
         let get = http::Method::GET;
@@ -183,20 +260,17 @@ mod tests {
     async fn a_second_token_rejected_at_one_endpoint_teaches_it_is_not_the_token() {
         let r = Rejections::default();
         let now = Instant::now();
-        assert_eq!(r.rejected("GET /x", 1, now, MEMORY), Verdict::Renew);
+        assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
         // The same token again (a burst with one revoked token): still about it.
-        assert_eq!(r.rejected("GET /x", 1, now, MEMORY), Verdict::Renew);
+        assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
         // A new token rejected too: learned.
-        assert_eq!(r.rejected("GET /x", 2, now, MEMORY), Verdict::NotTheToken);
-        assert_eq!(r.rejected("GET /x", 3, now, MEMORY), Verdict::NotTheToken);
+        assert_eq!(r.alone("GET /x", 2, now), Verdict::NotTheToken);
+        assert_eq!(r.alone("GET /x", 3, now), Verdict::NotTheToken);
         // Other endpoints are not affected.
-        assert_eq!(r.rejected("GET /y", 3, now, MEMORY), Verdict::Renew);
+        assert_eq!(r.alone("GET /y", 3, now), Verdict::Renew);
         // For a while only.
         tokio::time::advance(MEMORY).await;
-        assert_eq!(
-            r.rejected("GET /x", 3, Instant::now(), MEMORY),
-            Verdict::Renew
-        );
+        assert_eq!(r.alone("GET /x", 3, Instant::now()), Verdict::Renew);
     }
 
     #[tokio::test(start_paused = true)]
@@ -204,11 +278,11 @@ mod tests {
         let r = Rejections::default();
         let now = Instant::now();
         r.accepted("GET /x"); // nothing recorded: nothing happens
-        assert_eq!(r.rejected("GET /x", 1, now, MEMORY), Verdict::Renew);
+        assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
         r.accepted("GET /x");
         assert_eq!(r.len.load(Ordering::Relaxed), 0);
         // Token 2 revoked later: about the token, not learned.
-        assert_eq!(r.rejected("GET /x", 2, now, MEMORY), Verdict::Renew);
+        assert_eq!(r.alone("GET /x", 2, now), Verdict::Renew);
     }
 
     #[tokio::test(start_paused = true)]
@@ -216,8 +290,76 @@ mod tests {
         let r = Rejections::default();
         let now = Instant::now();
         for i in 0..200 {
-            r.rejected(&format!("GET /e{i}"), 1, now, MEMORY);
+            r.alone(&format!("GET /e{i}"), 1, now);
         }
         assert!(r.records.lock().len() <= MAX_ENDPOINTS);
+        let cache = Learned::default();
+        for i in 0..200 {
+            cache.learn(&format!("GET /e{i}"), now + MEMORY);
+        }
+        assert!(cache.until.lock().len() <= MAX_ENDPOINTS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_was_learned_lasts_while_the_rejections_go_on() {
+        let r = Rejections::default();
+        let cache = Learned::default();
+        let t0 = Instant::now();
+        assert_eq!(r.rejected("GET /x", 1, t0, MEMORY, &cache), Verdict::Renew);
+        assert_eq!(
+            r.rejected("GET /x", 2, t0, MEMORY, &cache),
+            Verdict::NotTheToken
+        );
+        // A 401 every 5 minutes for an hour: learned all along.
+        for i in 1..=12 {
+            let now = t0 + Duration::from_secs(300 * i);
+            assert_eq!(
+                r.rejected("GET /x", 2, now, MEMORY, &cache),
+                Verdict::NotTheToken,
+                "{i}"
+            );
+        }
+        // Quiet for the whole memory: a 401 is about the token again.
+        let later = t0 + Duration::from_secs(3600) + MEMORY;
+        assert_eq!(
+            r.rejected("GET /x", 2, later, MEMORY, &cache),
+            Verdict::Renew
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_one_entry_learned_every_entry_of_the_cache_takes_until_a_token_is_accepted() {
+        let (a, b, c) = (
+            Rejections::default(),
+            Rejections::default(),
+            Rejections::default(),
+        );
+        let cache = Learned::default();
+        let now = Instant::now();
+        assert_eq!(a.rejected("GET /x", 1, now, MEMORY, &cache), Verdict::Renew);
+        assert_eq!(b.rejected("GET /x", 7, now, MEMORY, &cache), Verdict::Renew);
+        assert_eq!(
+            a.rejected("GET /x", 2, now, MEMORY, &cache),
+            Verdict::NotTheToken
+        );
+        // b's next token, and c's first: no login spent.
+        assert_eq!(
+            b.rejected("GET /x", 7, now, MEMORY, &cache),
+            Verdict::NotTheToken
+        );
+        assert_eq!(
+            c.rejected("GET /x", 9, now, MEMORY, &cache),
+            Verdict::NotTheToken
+        );
+        // Other endpoints are not affected.
+        assert_eq!(c.rejected("GET /y", 9, now, MEMORY, &cache), Verdict::Renew);
+        // The endpoint accepts a token: a 401 there is about the token again
+        // for entries that learned nothing themselves.
+        cache.accepted("GET /x");
+        assert_eq!(c.rejected("GET /x", 9, now, MEMORY, &cache), Verdict::Renew);
+        assert_eq!(
+            a.rejected("GET /x", 2, now, MEMORY, &cache),
+            Verdict::NotTheToken
+        );
     }
 }

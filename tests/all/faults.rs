@@ -236,6 +236,89 @@ async fn an_endpoint_that_rejects_every_token_costs_at_most_one_login() {
     assert_eq!(logins_as(&identity, None).await, before + 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_keeps_rejecting_costs_one_login_however_long_it_lasts() {
+    use crate::support::{client, Api};
+    use reqwest::StatusCode;
+    let identity = Identity::start().await;
+    let (api_server, api) = Api::start().await;
+    api.reject_path("/api/v1.0/forbidden");
+    let cache = identity
+        .builder()
+        .refresh_before(Duration::ZERO)
+        .build()
+        .unwrap();
+    let client = client(&cache, &api_server);
+    let rejecting = api_server.uri() + "/api/v1.0/forbidden";
+    let accepting = api_server.uri() + "/api/v1.0/documenttypes";
+    // Once a minute for 50 minutes, well past the 10 minutes of
+    // rejection_memory: what was learned lasts while the rejections do.
+    for i in 0..50 {
+        let r = client.get(&rejecting).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "call {i}");
+        let r = client.get(&accepting).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "call {i}");
+        tokio::time::advance(Duration::from_secs(60)).await;
+    }
+    // One cold login, one to learn.
+    assert_eq!(identity.login_count().await, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_rejecting_every_token_of_the_client_costs_one_login_not_one_per_taxpayer() {
+    use crate::support::{client, Api};
+    use reqwest::StatusCode;
+    let identity = Identity::start().await;
+    let (api_server, api) = Api::start().await;
+    api.reject_path("/api/v1.0/forbidden");
+    let cache = identity.cache();
+    let client = client(&cache, &api_server);
+    let rejecting = api_server.uri() + "/api/v1.0/forbidden";
+    let accepting = api_server.uri() + "/api/v1.0/documenttypes";
+    // 12 taxpayers warm (a full window of the budget) ...
+    let taxpayers: Vec<String> = (0..12).map(|i| format!("C80000000{i:02}")).collect();
+    for tin in &taxpayers {
+        let r = as_taxpayer(&client, accepting.clone(), Some(tin))
+            .send()
+            .await;
+        assert_eq!(r.unwrap().status(), StatusCode::OK);
+    }
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // ... all meet the endpoint the client lacks a permission for.
+    for tin in &taxpayers {
+        let r = as_taxpayer(&client, rejecting.clone(), Some(tin))
+            .send()
+            .await;
+        assert_eq!(r.unwrap().status(), StatusCode::UNAUTHORIZED, "{tin}");
+    }
+    // The first learned it with one login; the others spent none.
+    assert_eq!(identity.login_count().await, 13);
+    // A healthy taxpayer is served at once; every warm one still is.
+    let before = Instant::now();
+    cache.token_on_behalf_of("C7000000001").await.unwrap();
+    assert_eq!(Instant::now(), before);
+    for tin in &taxpayers {
+        let r = as_taxpayer(&client, accepting.clone(), Some(tin))
+            .send()
+            .await;
+        assert_eq!(r.unwrap().status(), StatusCode::OK, "{tin}");
+    }
+    // Once the endpoint accepts a token, a 401 there is about the token
+    // again: a revocation is recovered with one login.
+    api.allow_path("/api/v1.0/forbidden");
+    let r = as_taxpayer(&client, rejecting.clone(), Some(&taxpayers[0]))
+        .send()
+        .await;
+    assert_eq!(r.unwrap().status(), StatusCode::OK);
+    let revoked = cache.token_on_behalf_of(&taxpayers[1]).await.unwrap();
+    api.revoke(revoked.secret());
+    let r = as_taxpayer(&client, rejecting.clone(), Some(&taxpayers[1]))
+        .send()
+        .await;
+    assert_eq!(r.unwrap().status(), StatusCode::OK);
+    assert_eq!(identity.login_count().await, 15);
+}
+
 #[tokio::test]
 async fn a_401_on_a_streaming_request_retires_its_token_so_the_next_call_logs_in() {
     use crate::support::{bearers, client, Api};

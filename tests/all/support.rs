@@ -170,6 +170,11 @@ impl Api {
             .rejecting_paths
             .insert(path.to_owned());
     }
+
+    /// From now on, `path` accepts tokens again (a permission granted).
+    pub fn allow_path(&self, path: &str) {
+        self.state.lock().unwrap().rejecting_paths.remove(path);
+    }
 }
 
 impl Respond for Api {
