@@ -38,11 +38,12 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
-    /// Not yet sent: the caller's `max_login_wait` bounds this. (Awaiting
-    /// the fleet means another process is sending the login: the lock's
-    /// TTL bounds that, as the login timeout bounds our own.)
+    /// Not yet sent by this process: the caller's `max_login_wait` bounds
+    /// this, whatever the login waits for (a slot, or another process of
+    /// the fleet, which may give up and leave the login queued again). Once
+    /// sent, only the login timeout bounds it.
     fn waiting(&self) -> bool {
-        matches!(self, Phase::Queued)
+        matches!(self, Phase::Queued | Phase::AwaitingFleet)
     }
 }
 
@@ -77,11 +78,15 @@ impl Entry {
         self: &Arc<Self>,
         wait: Duration,
     ) -> Result<AccessToken, Error> {
+        let called = Instant::now();
         let token = self.join_login(wait).await?;
         if Instant::now() < token.0.expires {
             return Ok(token);
         }
-        let token = self.join_login(wait).await?;
+        // The second try waits for what is left of the caller's wait.
+        let token = self
+            .join_login(wait.saturating_sub(called.elapsed()))
+            .await?;
         if Instant::now() < token.0.expires {
             return Ok(token);
         }
@@ -111,6 +116,12 @@ impl Entry {
                     flight.rx.clone()
                 }
                 _ => {
+                    // A login that failed since the caller looked is
+                    // answered from memory, not tried again.
+                    if let Some(error) = self.failures.recall(joined) {
+                        self.ctx.counters.answered_from_memory();
+                        return Err(error);
+                    }
                     let flight = self.spawn_login("no valid token", Urgency::caller(deadline))?;
                     let rx = flight.rx.clone();
                     *inflight = Some(flight);
@@ -128,8 +139,12 @@ impl Entry {
                 // A slot that comes exactly at the deadline is in time (as
                 // the budget counts it): let the login take it first.
                 tokio::task::yield_now().await;
-                if rx.borrow().waiting() {
-                    return Err(Error::RateLimited { retry_after: None });
+                match &*rx.borrow() {
+                    Phase::Queued => return Err(Error::RateLimited { retry_after: None }),
+                    // Another process is sending it; the login goes on and
+                    // shares its token with the next caller.
+                    Phase::AwaitingFleet => return Err(Error::timeout(joined.elapsed())),
+                    Phase::Sending | Phase::Done(_) => {}
                 }
             }
         }

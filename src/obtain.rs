@@ -99,7 +99,10 @@ impl Entry {
                 }
                 // Look again after the back-off, or as soon as the lock
                 // expires (its holder may have died), whichever is first.
-                let wake = after(now, (*poll).min(lock_left + LOCK_EXPIRY_SLACK));
+                let wake = after(
+                    now,
+                    (*poll).min(lock_left.saturating_add(LOCK_EXPIRY_SLACK)),
+                );
                 tokio::time::sleep_until(wake.min(give_up)).await;
                 *poll = (*poll * 2).min(FLEET_POLL_MAX);
                 continue;

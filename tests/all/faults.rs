@@ -388,6 +388,107 @@ async fn a_caller_joining_a_queued_refresh_returns_within_max_login_wait() {
     assert_eq!(identity.login_count().await, 3);
 }
 
+/// A store in which the entry's lock looks held by another process of the
+/// fleet until `until` (that process then gives up without a token).
+#[derive(Debug, Default)]
+struct LockedUntil {
+    inner: myinvois_auth::MemoryTokenStore,
+    until: std::sync::Mutex<Option<Instant>>,
+}
+
+#[async_trait::async_trait]
+impl myinvois_auth::TokenStore for LockedUntil {
+    async fn load(&self, key: &str) -> Result<myinvois_auth::Loaded, myinvois_auth::StoreError> {
+        let mut loaded = self.inner.load(key).await?;
+        let until = *self.until.lock().unwrap();
+        if let Some(until) = until {
+            let now = Instant::now();
+            if now < until {
+                loaded.locked = Some(until - now);
+            }
+        }
+        Ok(loaded)
+    }
+    async fn save(
+        &self,
+        key: &str,
+        token: &myinvois_auth::StoredToken,
+    ) -> Result<(), myinvois_auth::StoreError> {
+        self.inner.save(key, token).await
+    }
+    async fn try_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, myinvois_auth::StoreError> {
+        self.inner.try_lock(key, owner, ttl).await
+    }
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), myinvois_auth::StoreError> {
+        self.inner.unlock(key, owner).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_login_wait_bounds_a_caller_while_another_process_holds_the_login() {
+    let identity = Identity::start().await;
+    let store = std::sync::Arc::new(LockedUntil::default());
+    let cache = identity
+        .builder()
+        .token_store(store.clone())
+        .max_login_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Another process logs in for 24 s (a slow identity service).
+    *store.until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(24));
+    let called = Instant::now();
+    let err = cache.token().await.unwrap_err();
+    let waited = called.elapsed();
+    assert!(waited <= Duration::from_secs(10), "waited {waited:?}");
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    // The login goes on, and its token is taken when it comes.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    crate::support::settle_until(|| async { cache.token().await.is_ok() }).await;
+    assert_eq!(identity.login_count().await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_login_wait_bounds_a_caller_whose_login_waits_for_the_fleet_then_for_a_slot() {
+    let identity = Identity::start().await;
+    let store = std::sync::Arc::new(LockedUntil::default());
+    let cache = identity
+        .builder()
+        .token_store(store.clone())
+        .login_rate_limit(1, Duration::from_secs(20))
+        .max_login_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    // Another taxpayer takes the only slot of the next 20 s.
+    cache.token_on_behalf_of("C1111111111").await.unwrap();
+    // Another process holds this entry's login for 12 s, then gives up.
+    *store.until.lock().unwrap() = Some(t0 + Duration::from_secs(12));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            let called = Instant::now();
+            let result = cache.token().await;
+            (result, called.elapsed())
+        }
+    });
+    // A second caller joins 10.5 s in: the login's deadline becomes its own.
+    tokio::time::sleep_until(t0 + Duration::from_millis(10_500)).await;
+    let second = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.token().await }
+    });
+    let (result, waited) = first.await.unwrap();
+    assert!(waited <= Duration::from_secs(10), "waited {waited:?}");
+    assert!(result.is_err(), "{result:?}");
+    let _ = second.await.unwrap();
+}
+
 /// A store that panics in `save` the first time: the login task dies
 /// holding the entry's lock.
 #[derive(Debug, Default)]
