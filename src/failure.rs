@@ -42,22 +42,27 @@ pub(crate) enum Class {
 }
 
 impl Class {
-    /// How `error` is remembered, if at all.
+    /// How `error` is remembered, if at all: the failures a login makes,
+    /// each as [`Error::is_transient`] says (one rule for the cache and
+    /// for a retry layer, so a bare 404 from a wrong identity URL is not
+    /// retried every few seconds by one and given up by the other).
     pub(crate) fn of(error: &Error) -> Option<Class> {
-        match error {
+        let made_by_a_login = matches!(
+            error,
             Error::OAuth { .. }
-            | Error::LoginRedirected { .. }
-            | Error::InvalidResponse {
-                transient: false, ..
-            } => Some(Class::Lasting),
-            Error::IdentityService { .. }
-            | Error::Timeout { .. }
-            | Error::Transport { .. }
-            | Error::InvalidResponse {
-                transient: true, ..
-            } => Some(Class::Transient),
-            _ => None,
-        }
+                | Error::LoginRedirected { .. }
+                | Error::InvalidResponse { .. }
+                | Error::IdentityService { .. }
+                | Error::Timeout { .. }
+                | Error::Transport { .. }
+        );
+        made_by_a_login.then(|| {
+            if error.is_transient() {
+                Class::Transient
+            } else {
+                Class::Lasting
+            }
+        })
     }
 }
 
@@ -131,7 +136,13 @@ impl FailureMemory {
             Some(previous) if previous.class == class => previous.failures.saturating_add(1),
             _ => 1,
         };
-        let wait = policy.backoff(class).delay(failures, fastrand::f64());
+        // Jitter spreads transient retries; a lasting failure is answered
+        // from memory for exactly its back-off.
+        let jitter = match class {
+            Class::Lasting => 1.0,
+            Class::Transient => fastrand::f64(),
+        };
+        let wait = policy.backoff(class).delay(failures, jitter);
         // The identity service's own Retry-After (a 503's) is a floor.
         let wait = error.retry_after().map_or(wait, |theirs| wait.max(theirs));
         let error = error.with_retry_after(wait);
@@ -223,6 +234,21 @@ mod tests {
         };
         assert_eq!(Class::of(&redirect), Some(Class::Lasting));
         assert_eq!(Class::of(&Error::timeout(S(1))), Some(Class::Transient));
+        // A status without an OAuth body: as `is_transient` says.
+        for (status, class) in [
+            (503, Class::Transient),
+            (500, Class::Transient),
+            (408, Class::Transient),
+            (404, Class::Lasting),
+            (403, Class::Lasting),
+            (400, Class::Lasting),
+        ] {
+            let error = Error::IdentityService {
+                status,
+                retry_after: None,
+            };
+            assert_eq!(Class::of(&error), Some(class), "{status}");
+        }
         for not in [
             Error::RateLimited { retry_after: None },
             Error::LoginAborted,
@@ -238,7 +264,7 @@ mod tests {
         let t0 = Instant::now();
         let first = memory.remember(oauth(), t0, &policy());
         let wait = first.retry_after().unwrap();
-        assert!(wait >= S(60) && wait <= S(120), "{wait:?}");
+        assert_eq!(wait, S(120), "a lasting failure's back-off has no jitter");
         tokio::time::advance(S(10)).await;
         let again = memory.recall(Instant::now()).unwrap();
         assert_eq!(again.oauth_code(), Some(&OAuthErrorCode::InvalidGrant));
@@ -247,7 +273,7 @@ mod tests {
         assert!(memory.recall(Instant::now()).is_none());
         // Failing again doubles it.
         let second = memory.remember(oauth(), Instant::now(), &policy());
-        assert!(second.retry_after().unwrap() >= S(120));
+        assert_eq!(second.retry_after(), Some(S(240)));
         memory.forget();
         assert!(memory.recall(Instant::now()).is_none());
     }
