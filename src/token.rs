@@ -269,3 +269,46 @@ impl fmt::Debug for AccessToken {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn the_expiry_margin_is_two_seconds_and_a_quarter_of_a_short_lifetime() {
+        assert_eq!(expiry_margin(S(3600)), EXPIRY_MARGIN);
+        assert_eq!(expiry_margin(S(8)), S(2));
+        assert_eq!(expiry_margin(S(4)), S(1));
+        assert_eq!(expiry_margin(S(1)), Duration::from_millis(250));
+        assert_eq!(expiry_margin(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_token_is_served_for_three_quarters_of_its_life_at_least() {
+        let rejections = Arc::default();
+        let owner = Owner {
+            on_behalf_of: None,
+            refresh_before: Duration::ZERO,
+            rejections: &rejections,
+        };
+        let sent_at = Instant::now();
+        let issued = |lifetime| Issued {
+            secret: "t".into(),
+            header: bearer_header("t").unwrap(),
+            lifetime,
+            scope: None,
+            sent_at,
+        };
+        let token = AccessToken::new(issued(S(4)), Utc::now(), &owner);
+        assert_eq!(token.0.expires, sent_at + S(3));
+        assert_eq!(token.0.valid_until, sent_at + S(4));
+        assert_eq!(
+            token.expires_at(),
+            token.0.lifetime_end - chrono::Duration::seconds(1)
+        );
+        let token = AccessToken::new(issued(S(3600)), Utc::now(), &owner);
+        assert_eq!(token.0.expires, sent_at + S(3598));
+    }
+}
