@@ -47,13 +47,72 @@ pub(crate) enum Verdict {
     NotTheToken,
 }
 
+/// Records by endpoint, at most [`MAX_ENDPOINTS`], with their number
+/// readable without the lock (on every answer from the API).
+#[derive(Debug)]
+struct ByEndpoint<V> {
+    len: AtomicUsize,
+    map: Mutex<HashMap<String, V>>,
+}
+
+impl<V> Default for ByEndpoint<V> {
+    fn default() -> Self {
+        ByEndpoint {
+            len: AtomicUsize::new(0),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V> ByEndpoint<V> {
+    /// Whether anything is recorded (one atomic load).
+    #[inline]
+    fn any(&self) -> bool {
+        self.len.load(Ordering::Relaxed) > 0
+    }
+
+    /// Changes the records with `change`; past the limit, drops those that
+    /// ended (by `ends`) at `now`, then the oldest to end.
+    fn update<R>(
+        &self,
+        now: Instant,
+        ends: impl Fn(&V) -> Instant,
+        change: impl FnOnce(&mut HashMap<String, V>) -> R,
+    ) -> R {
+        let mut map = self.map.lock();
+        let result = change(&mut map);
+        if map.len() > MAX_ENDPOINTS {
+            map.retain(|_, v| now < ends(v));
+            while map.len() > MAX_ENDPOINTS {
+                let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, v)| ends(v))
+                    .map(|(e, _)| e.clone())
+                else {
+                    break;
+                };
+                map.remove(&oldest);
+            }
+        }
+        self.len.store(map.len(), Ordering::Relaxed);
+        result
+    }
+
+    /// Forgets `endpoint`'s record.
+    fn remove(&self, endpoint: &str) {
+        if !self.any() {
+            return;
+        }
+        let mut map = self.map.lock();
+        if map.remove(endpoint).is_some() {
+            self.len.store(map.len(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// One entry's records, by endpoint.
 #[derive(Debug, Default)]
-pub(crate) struct Rejections {
-    /// How many records there are, read without the lock on every answer.
-    len: AtomicUsize,
-    records: Mutex<HashMap<String, Record>>,
-}
+pub(crate) struct Rejections(ByEndpoint<Record>);
 
 #[derive(Debug, Clone, Copy)]
 enum Record {
@@ -85,31 +144,32 @@ impl Rejections {
         cache: &Learned,
     ) -> Verdict {
         let until = after(now, memory);
-        let mut records = self.records.lock();
-        let learned_here = match records.get(endpoint) {
-            Some(Record::Learned { until }) => now < *until,
-            Some(Record::Rejected { token: before, at }) => {
-                *before != token && now < after(*at, memory)
-            }
-            None => false,
-        };
-        let verdict = if learned_here {
-            records.insert(endpoint.to_owned(), Record::Learned { until });
-            Verdict::NotTheToken
-        } else {
-            // Remember this token, in case the next 401 here comes with another.
-            records.insert(endpoint.to_owned(), Record::Rejected { token, at: now });
-            if cache.holds(endpoint, now) {
-                Verdict::NotTheToken
-            } else {
-                Verdict::Renew
-            }
-        };
-        forget_oldest(&mut records, now, memory);
-        self.len.store(records.len(), Ordering::Relaxed);
-        drop(records);
+        let verdict = self.0.update(
+            now,
+            |record| record.ends(memory),
+            |records| {
+                let learned_here = match records.get(endpoint) {
+                    Some(Record::Learned { until }) => now < *until,
+                    Some(Record::Rejected { token: before, at }) => {
+                        *before != token && now < after(*at, memory)
+                    }
+                    None => false,
+                };
+                if learned_here {
+                    records.insert(endpoint.to_owned(), Record::Learned { until });
+                    return Verdict::NotTheToken;
+                }
+                // Remember this token, in case the next 401 here comes with another.
+                records.insert(endpoint.to_owned(), Record::Rejected { token, at: now });
+                if cache.holds(endpoint, now) {
+                    Verdict::NotTheToken
+                } else {
+                    Verdict::Renew
+                }
+            },
+        );
         if verdict == Verdict::NotTheToken {
-            cache.learn(endpoint, until);
+            cache.learn(endpoint, now, until);
         }
         verdict
     }
@@ -117,19 +177,13 @@ impl Rejections {
     /// Whether anything is recorded (one atomic load).
     #[inline]
     pub(crate) fn any(&self) -> bool {
-        self.len.load(Ordering::Relaxed) > 0
+        self.0.any()
     }
 
     /// `endpoint` answered something other than 401: its rejections were
     /// about the token after all, or are over.
     pub(crate) fn accepted(&self, endpoint: &str) {
-        if !self.any() {
-            return;
-        }
-        let mut records = self.records.lock();
-        if records.remove(endpoint).is_some() {
-            self.len.store(records.len(), Ordering::Relaxed);
-        }
+        self.0.remove(endpoint);
     }
 }
 
@@ -137,70 +191,36 @@ impl Rejections {
 /// a cache: a 401 there is not about the token, for any taxpayer, until the
 /// endpoint accepts a token again or `rejection_memory` passes without a 401.
 #[derive(Debug, Default)]
-pub(crate) struct Learned {
-    len: AtomicUsize,
-    until: Mutex<HashMap<String, Instant>>,
-}
+pub(crate) struct Learned(ByEndpoint<Instant>);
 
 impl Learned {
     /// Whether `endpoint` is known to reject every token at `now`.
     fn holds(&self, endpoint: &str, now: Instant) -> bool {
-        self.any() && self.until.lock().get(endpoint).is_some_and(|u| now < *u)
+        self.0.any() && self.0.map.lock().get(endpoint).is_some_and(|u| now < *u)
     }
 
     /// `endpoint` rejected a token that a new one would not replace: it
     /// holds until `until` at least.
-    fn learn(&self, endpoint: &str, until: Instant) {
-        let mut map = self.until.lock();
-        let entry = map.entry(endpoint.to_owned()).or_insert(until);
-        *entry = (*entry).max(until);
-        if map.len() > MAX_ENDPOINTS {
-            let now = Instant::now();
-            map.retain(|_, u| now < *u);
-            while map.len() > MAX_ENDPOINTS {
-                let Some(oldest) = map.iter().min_by_key(|(_, u)| **u).map(|(e, _)| e.clone())
-                else {
-                    break;
-                };
-                map.remove(&oldest);
-            }
-        }
-        self.len.store(map.len(), Ordering::Relaxed);
+    fn learn(&self, endpoint: &str, now: Instant, until: Instant) {
+        self.0.update(
+            now,
+            |u| *u,
+            |map| {
+                let held = map.entry(endpoint.to_owned()).or_insert(until);
+                *held = (*held).max(until);
+            },
+        );
     }
 
     /// Whether anything is recorded (one atomic load).
     #[inline]
     pub(crate) fn any(&self) -> bool {
-        self.len.load(Ordering::Relaxed) > 0
+        self.0.any()
     }
 
     /// `endpoint` accepted a token: it does not reject every token.
     pub(crate) fn accepted(&self, endpoint: &str) {
-        if !self.any() {
-            return;
-        }
-        let mut map = self.until.lock();
-        if map.remove(endpoint).is_some() {
-            self.len.store(map.len(), Ordering::Relaxed);
-        }
-    }
-}
-
-/// Past the limit, drops records that no longer count, then the oldest.
-fn forget_oldest(records: &mut HashMap<String, Record>, now: Instant, memory: Duration) {
-    if records.len() <= MAX_ENDPOINTS {
-        return;
-    }
-    records.retain(|_, record| now < record.ends(memory));
-    while records.len() > MAX_ENDPOINTS {
-        let oldest = records
-            .iter()
-            .min_by_key(|(_, record)| record.ends(memory))
-            .map(|(endpoint, _)| endpoint.clone());
-        match oldest {
-            Some(endpoint) => records.remove(&endpoint),
-            None => break,
-        };
+        self.0.remove(endpoint);
     }
 }
 
@@ -280,7 +300,7 @@ mod tests {
         r.accepted("GET /x"); // nothing recorded: nothing happens
         assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
         r.accepted("GET /x");
-        assert_eq!(r.len.load(Ordering::Relaxed), 0);
+        assert!(!r.any());
         // Token 2 revoked later: about the token, not learned.
         assert_eq!(r.alone("GET /x", 2, now), Verdict::Renew);
     }
@@ -292,12 +312,12 @@ mod tests {
         for i in 0..200 {
             r.alone(&format!("GET /e{i}"), 1, now);
         }
-        assert!(r.records.lock().len() <= MAX_ENDPOINTS);
+        assert!(r.0.map.lock().len() <= MAX_ENDPOINTS);
         let cache = Learned::default();
         for i in 0..200 {
-            cache.learn(&format!("GET /e{i}"), now + MEMORY);
+            cache.learn(&format!("GET /e{i}"), now, now + MEMORY);
         }
-        assert!(cache.until.lock().len() <= MAX_ENDPOINTS);
+        assert!(cache.0.map.lock().len() <= MAX_ENDPOINTS);
     }
 
     #[tokio::test(start_paused = true)]

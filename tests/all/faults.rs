@@ -174,17 +174,53 @@ fn as_taxpayer(
     }
 }
 
+/// An API with an endpoint that answers 401 to every token (a permission
+/// the client lacks) and one that accepts them, and a cache's client for it.
+struct Forbidden {
+    identity: Identity,
+    api: crate::support::Api,
+    cache: myinvois_auth::TokenCache,
+    client: reqwest_middleware::ClientWithMiddleware,
+    rejecting: String,
+    accepting: String,
+    /// Keeps the API running.
+    _server: wiremock::MockServer,
+}
+
+impl Forbidden {
+    async fn start(
+        configure: impl FnOnce(myinvois_auth::TokenCacheBuilder) -> myinvois_auth::TokenCacheBuilder,
+    ) -> Self {
+        let identity = Identity::start().await;
+        let (api_server, api) = crate::support::Api::start().await;
+        api.reject_path("/api/v1.0/forbidden");
+        let cache = configure(identity.builder()).build().unwrap();
+        let client = crate::support::client(&cache, &api_server);
+        Forbidden {
+            rejecting: api_server.uri() + "/api/v1.0/forbidden",
+            accepting: api_server.uri() + "/api/v1.0/documenttypes",
+            identity,
+            api,
+            cache,
+            client,
+            _server: api_server,
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_that_rejects_every_token_costs_at_most_one_login() {
-    use crate::support::{client, Api};
     use reqwest::StatusCode;
-    let identity = Identity::start().await;
-    let (api_server, api) = Api::start().await;
-    api.reject_path("/api/v1.0/forbidden");
-    let cache = identity.cache();
-    let client = client(&cache, &api_server);
-    let rejecting = api_server.uri() + "/api/v1.0/forbidden";
-    let accepting = api_server.uri() + "/api/v1.0/documenttypes";
+    let Forbidden {
+        identity,
+        api,
+        cache,
+        client,
+        rejecting,
+        accepting,
+        _server: _running,
+        ..
+    } = Forbidden::start(|builder| builder).await;
     // Three entries meet the rejecting endpoint; 20 other taxpayers log in
     // meanwhile, one every 10 s, from the budget all of them share.
     let entries = [None, Some("C8000000001"), Some("C8000000002")];
@@ -239,19 +275,15 @@ async fn an_endpoint_that_rejects_every_token_costs_at_most_one_login() {
 
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_that_keeps_rejecting_costs_one_login_however_long_it_lasts() {
-    use crate::support::{client, Api};
     use reqwest::StatusCode;
-    let identity = Identity::start().await;
-    let (api_server, api) = Api::start().await;
-    api.reject_path("/api/v1.0/forbidden");
-    let cache = identity
-        .builder()
-        .refresh_before(Duration::ZERO)
-        .build()
-        .unwrap();
-    let client = client(&cache, &api_server);
-    let rejecting = api_server.uri() + "/api/v1.0/forbidden";
-    let accepting = api_server.uri() + "/api/v1.0/documenttypes";
+    let Forbidden {
+        identity,
+        client,
+        rejecting,
+        accepting,
+        _server: _running,
+        ..
+    } = Forbidden::start(|builder| builder.refresh_before(Duration::ZERO)).await;
     // Once a minute for 50 minutes, well past the 10 minutes of
     // rejection_memory: what was learned lasts while the rejections do.
     for i in 0..50 {
@@ -267,15 +299,17 @@ async fn an_endpoint_that_keeps_rejecting_costs_one_login_however_long_it_lasts(
 
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_rejecting_every_token_of_the_client_costs_one_login_not_one_per_taxpayer() {
-    use crate::support::{client, Api};
     use reqwest::StatusCode;
-    let identity = Identity::start().await;
-    let (api_server, api) = Api::start().await;
-    api.reject_path("/api/v1.0/forbidden");
-    let cache = identity.cache();
-    let client = client(&cache, &api_server);
-    let rejecting = api_server.uri() + "/api/v1.0/forbidden";
-    let accepting = api_server.uri() + "/api/v1.0/documenttypes";
+    let Forbidden {
+        identity,
+        api,
+        cache,
+        client,
+        rejecting,
+        accepting,
+        _server: _running,
+        ..
+    } = Forbidden::start(|builder| builder).await;
     // 12 taxpayers warm (a full window of the budget) ...
     let taxpayers: Vec<String> = (0..12).map(|i| format!("C80000000{i:02}")).collect();
     for tin in &taxpayers {
@@ -390,58 +424,38 @@ async fn a_caller_joining_a_queued_refresh_returns_within_max_login_wait() {
 }
 
 /// A store in which the entry's lock looks held by another process of the
-/// fleet until `until` (that process then gives up without a token).
-#[derive(Debug, Default)]
-struct LockedUntil {
-    inner: myinvois_auth::MemoryTokenStore,
-    until: std::sync::Mutex<Option<Instant>>,
-}
-
-#[async_trait::async_trait]
-impl myinvois_auth::TokenStore for LockedUntil {
-    async fn load(&self, key: &str) -> Result<myinvois_auth::Loaded, myinvois_auth::StoreError> {
-        let mut loaded = self.inner.load(key).await?;
-        let until = *self.until.lock().unwrap();
-        if let Some(until) = until {
+/// fleet until the instant `until` holds (that process then gives up
+/// without a token).
+fn locked_until() -> (
+    std::sync::Arc<crate::support::Hooked>,
+    std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+) {
+    let until = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let held = std::sync::Arc::clone(&until);
+    let store = crate::support::Hooked::on_load(move |mut loaded| {
+        if let Some(until) = *held.lock().unwrap() {
             let now = Instant::now();
             if now < until {
                 loaded.locked = Some(until - now);
             }
         }
-        Ok(loaded)
-    }
-    async fn save(
-        &self,
-        key: &str,
-        token: &myinvois_auth::StoredToken,
-    ) -> Result<(), myinvois_auth::StoreError> {
-        self.inner.save(key, token).await
-    }
-    async fn try_lock(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, myinvois_auth::StoreError> {
-        self.inner.try_lock(key, owner, ttl).await
-    }
-    async fn unlock(&self, key: &str, owner: &str) -> Result<(), myinvois_auth::StoreError> {
-        self.inner.unlock(key, owner).await
-    }
+        loaded
+    });
+    (std::sync::Arc::new(store), until)
 }
 
 #[tokio::test(start_paused = true)]
 async fn max_login_wait_bounds_a_caller_while_another_process_holds_the_login() {
     let identity = Identity::start().await;
-    let store = std::sync::Arc::new(LockedUntil::default());
+    let (store, until) = locked_until();
     let cache = identity
         .builder()
-        .token_store(store.clone())
+        .token_store(store)
         .max_login_wait(Duration::from_secs(10))
         .build()
         .unwrap();
     // Another process logs in for 24 s (a slow identity service).
-    *store.until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(24));
+    *until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(24));
     let called = Instant::now();
     let err = cache.token().await.unwrap_err();
     let waited = called.elapsed();
@@ -456,10 +470,10 @@ async fn max_login_wait_bounds_a_caller_while_another_process_holds_the_login() 
 #[tokio::test(start_paused = true)]
 async fn max_login_wait_bounds_a_caller_whose_login_waits_for_the_fleet_then_for_a_slot() {
     let identity = Identity::start().await;
-    let store = std::sync::Arc::new(LockedUntil::default());
+    let (store, until) = locked_until();
     let cache = identity
         .builder()
-        .token_store(store.clone())
+        .token_store(store)
         .login_rate_limit(1, Duration::from_secs(20))
         .max_login_wait(Duration::from_secs(10))
         .build()
@@ -468,7 +482,7 @@ async fn max_login_wait_bounds_a_caller_whose_login_waits_for_the_fleet_then_for
     // Another taxpayer takes the only slot of the next 20 s.
     cache.token_on_behalf_of("C1111111111").await.unwrap();
     // Another process holds this entry's login for 12 s, then gives up.
-    *store.until.lock().unwrap() = Some(t0 + Duration::from_secs(12));
+    *until.lock().unwrap() = Some(t0 + Duration::from_secs(12));
     tokio::time::advance(Duration::from_secs(1)).await;
     let first = tokio::spawn({
         let cache = cache.clone();
@@ -490,51 +504,21 @@ async fn max_login_wait_bounds_a_caller_whose_login_waits_for_the_fleet_then_for
     let _ = second.await.unwrap();
 }
 
-/// A store that panics in `save` the first time: the login task dies
-/// holding the entry's lock.
-#[derive(Debug, Default)]
-struct PanicsOnce {
-    inner: myinvois_auth::MemoryTokenStore,
-    panicked: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl myinvois_auth::TokenStore for PanicsOnce {
-    async fn load(&self, key: &str) -> Result<myinvois_auth::Loaded, myinvois_auth::StoreError> {
-        self.inner.load(key).await
-    }
-    async fn save(
-        &self,
-        key: &str,
-        token: &myinvois_auth::StoredToken,
-    ) -> Result<(), myinvois_auth::StoreError> {
-        if !self
-            .panicked
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            panic!("a store that panics, for the test");
-        }
-        self.inner.save(key, token).await
-    }
-    async fn try_lock(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, myinvois_auth::StoreError> {
-        self.inner.try_lock(key, owner, ttl).await
-    }
-    async fn unlock(&self, key: &str, owner: &str) -> Result<(), myinvois_auth::StoreError> {
-        self.inner.unlock(key, owner).await
-    }
-}
-
 #[tokio::test]
 async fn a_login_task_that_panics_strands_nothing() {
     let identity = Identity::start().await;
     let cache = identity
         .builder()
-        .token_store(std::sync::Arc::new(PanicsOnce::default()))
+        // A store that panics in `save` the first time: the login task
+        // dies holding the entry's lock.
+        .token_store(std::sync::Arc::new({
+            let panicked = std::sync::atomic::AtomicBool::new(false);
+            crate::support::Hooked::before_save(move || {
+                if !panicked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a store that panics, for the test");
+                }
+            })
+        }))
         .build()
         .unwrap();
     let err = cache.token().await.unwrap_err();

@@ -5,34 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use myinvois_auth::{MemoryTokenStore, StoreError, StoredToken, TokenStore};
+use myinvois_auth::{Loaded, StoredToken};
 
-use crate::support::{Identity, TOKEN_MARK};
+use crate::support::{Hooked, Identity, TOKEN_MARK};
 
-/// A store whose every `load` answers `token`; everything else is a memory store.
-#[derive(Debug)]
-struct Answering {
-    token: StoredToken,
-    inner: MemoryTokenStore,
-}
-
-#[async_trait::async_trait]
-impl TokenStore for Answering {
-    async fn load(&self, _key: &str) -> Result<myinvois_auth::Loaded, StoreError> {
-        Ok(myinvois_auth::Loaded {
-            token: Some(self.token.clone()),
-            locked: None,
-        })
-    }
-    async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
-        self.inner.save(key, token).await
-    }
-    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.inner.try_lock(key, owner, ttl).await
-    }
-    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
-        self.inner.unlock(key, owner).await
-    }
+/// A store whose every `load` answers `token`.
+fn answering(token: StoredToken) -> Arc<Hooked> {
+    Arc::new(Hooked::on_load(move |_| Loaded {
+        token: Some(token.clone()),
+        locked: None,
+    }))
 }
 
 const STORED: &str = "STOREDTOKEN";
@@ -98,15 +80,8 @@ async fn a_stored_token_that_fails_a_check_is_never_served_and_a_login_happens()
     ];
     for (what, token) in cases {
         let identity = Identity::start().await;
-        let store = Answering {
-            token,
-            inner: MemoryTokenStore::new(),
-        };
-        let cache = identity
-            .builder()
-            .token_store(Arc::new(store))
-            .build()
-            .unwrap();
+        let store = answering(token);
+        let cache = identity.builder().token_store(store).build().unwrap();
         let served = cache.token().await.unwrap();
         assert!(
             served.secret().starts_with(TOKEN_MARK),
@@ -120,18 +95,15 @@ async fn a_stored_token_that_fails_a_check_is_never_served_and_a_login_happens()
 async fn a_good_stored_token_is_served_for_what_the_store_says_is_left_and_no_longer() {
     let identity = Identity::start().await;
     // Its wall-clock times claim an hour; the store says 60 s are left.
-    let store = Answering {
-        token: stored(
-            STORED,
-            chrono::Duration::minutes(-1),
-            chrono::Duration::hours(1),
-            Duration::from_secs(60),
-        ),
-        inner: MemoryTokenStore::new(),
-    };
+    let store = answering(stored(
+        STORED,
+        chrono::Duration::minutes(-1),
+        chrono::Duration::hours(1),
+        Duration::from_secs(60),
+    ));
     let cache = identity
         .builder()
-        .token_store(Arc::new(store))
+        .token_store(store)
         .refresh_before(Duration::ZERO)
         .build()
         .unwrap();
@@ -162,15 +134,8 @@ async fn a_stored_scope_is_shown_like_text_from_the_identity_service() {
         "InvoicingAPI {STORED}\r\nforged {}",
         "s".repeat(1000)
     ));
-    let store = Answering {
-        token,
-        inner: MemoryTokenStore::new(),
-    };
-    let cache = identity
-        .builder()
-        .token_store(Arc::new(store))
-        .build()
-        .unwrap();
+    let store = answering(token);
+    let cache = identity.builder().token_store(store).build().unwrap();
     let served = cache.token().await.unwrap();
     assert_eq!(served.secret(), STORED);
     let scope = served.scope().unwrap();

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use myinvois_auth::{Credentials, TokenCache, TokenCacheBuilder};
+use myinvois_auth::{
+    Credentials, Loaded, MemoryTokenStore, StoreError, StoredToken, TokenCache, TokenCacheBuilder,
+    TokenStore,
+};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -248,4 +251,56 @@ pub fn form(request: &Request) -> Vec<(String, String)> {
     url::form_urlencoded::parse(&request.body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+type LoadHook = Box<dyn Fn(Loaded) -> Loaded + Send + Sync>;
+type SaveHook = Box<dyn Fn() + Send + Sync>;
+
+/// A memory store with the test's fault hooked in: `on_load` changes what
+/// every `load` answers, `before_save` runs before every `save`.
+pub struct Hooked {
+    inner: MemoryTokenStore,
+    on_load: LoadHook,
+    before_save: SaveHook,
+}
+
+impl Hooked {
+    pub fn on_load(hook: impl Fn(Loaded) -> Loaded + Send + Sync + 'static) -> Self {
+        Hooked {
+            inner: MemoryTokenStore::new(),
+            on_load: Box::new(hook),
+            before_save: Box::new(|| {}),
+        }
+    }
+
+    pub fn before_save(hook: impl Fn() + Send + Sync + 'static) -> Self {
+        Hooked {
+            inner: MemoryTokenStore::new(),
+            on_load: Box::new(|loaded| loaded),
+            before_save: Box::new(hook),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooked")
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenStore for Hooked {
+    async fn load(&self, key: &str) -> Result<Loaded, StoreError> {
+        Ok((self.on_load)(self.inner.load(key).await?))
+    }
+    async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
+        (self.before_save)();
+        self.inner.save(key, token).await
+    }
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.try_lock(key, owner, ttl).await
+    }
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.unlock(key, owner).await
+    }
 }
