@@ -559,8 +559,10 @@ impl TokenCacheBuilder {
     /// Checks the settings and builds the cache.
     ///
     /// Fails with [`Error::InvalidConfig`] when no environment or identity URL is
-    /// given, a URL is not `https` (or loopback `http`), or the client ID or
-    /// secret is empty. Does not contact the identity service.
+    /// given, a URL is not `https` (or loopback `http`), the client ID or
+    /// secret is empty, or (feature `rustls-no-provider` without `rustls` or
+    /// `native-tls`) no rustls crypto provider is installed yet. Does not
+    /// contact the identity service.
     pub fn build(self) -> Result<TokenCache, Error> {
         Ok(TokenCache::from_settings(self.into_settings()?))
     }
@@ -613,6 +615,7 @@ impl TokenCacheBuilder {
             return Err(Error::InvalidConfig("max_entries is 0".into()));
         }
         let token_url = token_endpoint(&identity_base)?;
+        check_crypto_provider()?;
         let http_client = self
             .http_client
             .map_or_else(
@@ -668,6 +671,35 @@ fn backoff(set: Option<(Duration, Duration)>, default: (Duration, Duration)) -> 
         initial,
         max: max.max(initial),
     }
+}
+
+/// With `rustls-no-provider` alone, reqwest panics when it builds a client
+/// and no rustls crypto provider is installed (it has none of its own to
+/// fall back on): refuse instead, naming the fix.
+#[cfg(all(
+    feature = "rustls-no-provider",
+    not(feature = "rustls"),
+    not(feature = "native-tls")
+))]
+fn check_crypto_provider() -> Result<(), Error> {
+    match rustls::crypto::CryptoProvider::get_default() {
+        Some(_) => Ok(()),
+        None => Err(Error::InvalidConfig(
+            "no rustls crypto provider is installed (feature `rustls-no-provider`): install one \
+             before build(), e.g. `rustls::crypto::ring::default_provider().install_default()`"
+                .into(),
+        )),
+    }
+}
+
+/// `rustls` brings aws-lc-rs; `native-tls` is reqwest's default when on.
+#[cfg(not(all(
+    feature = "rustls-no-provider",
+    not(feature = "rustls"),
+    not(feature = "native-tls")
+)))]
+fn check_crypto_provider() -> Result<(), Error> {
+    Ok(())
 }
 
 /// `{base}/connect/token`, keeping any path prefix of the base.
