@@ -1,5 +1,8 @@
 //! The `metrics` feature: every counter and the login-duration histogram
 //! reach the installed recorder, with the same counts as `stats()`.
+//!
+//! Each test installs a local recorder around a current-thread runtime: the
+//! login tasks run on that thread, and no other test sees the recorder.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use myinvois_auth::{
 use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::support::{client, Api, Identity};
+use crate::support::{client, settle_until, Api, Identity};
 
 /// A store whose every call times out.
 #[derive(Debug)]
@@ -171,4 +174,69 @@ fn every_event_reaches_the_metrics_recorder() {
     assert!(stats.store_errors.timeout > 0);
     assert_eq!(histogram_len(&seen, names::LOGIN_DURATION, "ok"), 2);
     assert_eq!(histogram_len(&seen, names::LOGIN_DURATION, "error"), 2);
+}
+
+/// Refreshes ahead and answers from memory are never counted by the test
+/// above (it has no refresh and no remembered failure): here each happens
+/// exactly once.
+#[test]
+fn a_refresh_ahead_and_an_answer_from_memory_reach_the_metrics_recorder() {
+    const UNAUTHORISED: &str = "C10000000009";
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let stats = metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let identity = Identity::empty().await;
+            identity
+                .server
+                .register(
+                    Mock::given(method("POST"))
+                        .and(wiremock::matchers::header("onbehalfof", UNAUTHORISED))
+                        .respond_with(
+                            ResponseTemplate::new(400)
+                                .set_body_json(serde_json::json!({ "error": "invalid_grant" })),
+                        )
+                        .with_priority(1),
+                )
+                .await;
+            // One-minute tokens, refreshed in their last 20 s.
+            identity.issue(60, Duration::ZERO).await;
+            let cache = identity
+                .builder()
+                .refresh_before(Duration::from_secs(20))
+                .build()
+                .unwrap();
+
+            // 1. A refresh ahead of expiry: the old token is served while
+            //    the new one is fetched in the background.
+            let first = cache.token().await.unwrap();
+            tokio::time::advance(Duration::from_secs(41)).await;
+            assert!(cache.token().await.unwrap().same_token(&first));
+            settle_until(|| async { !cache.token().await.unwrap().same_token(&first) }).await;
+
+            // 2. A taxpayer that has not authorised us: one login fails,
+            //    the next call is answered from memory without a login.
+            cache.token_on_behalf_of(UNAUTHORISED).await.unwrap_err();
+            let remembered = cache.token_on_behalf_of(UNAUTHORISED).await.unwrap_err();
+            assert!(remembered.retry_after().is_some(), "{remembered:?}");
+            assert_eq!(identity.login_count().await, 3);
+            cache.stats()
+        })
+    });
+
+    let seen = read(&snapshotter);
+    assert_eq!(stats.refreshes_ahead, 1);
+    assert_eq!(counter(&seen, names::REFRESHES_AHEAD, None), 1);
+    assert_eq!(stats.answered_from_memory, 1);
+    assert_eq!(counter(&seen, names::ANSWERED_FROM_MEMORY, None), 1);
+    assert_eq!(counter(&seen, names::LOGINS, None), 3);
+    assert_eq!(
+        counter(&seen, names::LOGIN_FAILURES, Some(("kind", "oauth"))),
+        1
+    );
 }
