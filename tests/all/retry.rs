@@ -123,6 +123,50 @@ async fn a_503_at_a_cold_start_is_retried_after_the_back_off_and_the_call_succee
 }
 
 #[tokio::test]
+async fn a_login_that_hangs_past_login_timeout_is_retried_and_the_call_succeeds() {
+    let hangs = ResponseTemplate::new(200)
+        .set_body_json(json!({
+            "access_token": "TOKENVALUE-LATE",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }))
+        .set_delay(Duration::from_secs(30));
+    let (identity, arrivals) = identity_answering_first(hangs).await;
+    let (api, _) = Api::start().await;
+    let cache = identity
+        .builder()
+        .login_timeout(Some(Duration::from_millis(300)))
+        .transient_error_backoff(Duration::from_millis(50), Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let client = documented_stack(&cache, &api, 3);
+
+    let started = Instant::now();
+    let response = client
+        .get(format!("{}/api/v1.0/documenttypes", api.uri()))
+        .send()
+        .await
+        .expect("the retry cures the timeout");
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 2, "the hung login and one that answered");
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_millis(300),
+        "the second login went out {:?} after the first, before its timeout",
+        arrivals[1] - arrivals[0]
+    );
+    assert_eq!(cache.stats().logins, 2);
+    // The API saw the second login's token, never the late one.
+    let seen = crate::support::bearers(&api).await;
+    assert_eq!(seen, [Some("Bearer TOKENVALUE-2".to_owned())]);
+}
+
+#[tokio::test]
 async fn a_429_is_retried_no_sooner_than_its_retry_after() {
     let first = ResponseTemplate::new(429).insert_header("Retry-After", "1");
     let (identity, arrivals) = identity_answering_first(first).await;
