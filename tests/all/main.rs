@@ -4,6 +4,7 @@
 mod budget;
 mod cache;
 mod faults;
+mod from_vars;
 mod login;
 #[cfg(feature = "metrics")]
 mod metrics;
