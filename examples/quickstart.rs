@@ -21,13 +21,21 @@
 //! many logins, which token the API saw) and the example exits with an error
 //! if anything differs. Tokens are named by number ("token #2"), never printed.
 //!
-//! With real sandbox credentials it logs in to LHDN's pre-production instead,
-//! prints the token's expiry and scope, and makes one authenticated call:
+//! With real credentials it is configured by `TokenCacheBuilder::from_env()`
+//! instead, as an application would be: it logs in to the environment
+//! named (`sandbox` is LHDN's pre-production), prints the token's expiry
+//! and scope, and makes one authenticated call:
 //!
 //! ```text
-//! MYINVOIS_CLIENT_ID=… MYINVOIS_CLIENT_SECRET=… cargo run --example quickstart
-//! # optionally, as an intermediary: MYINVOIS_ON_BEHALF_OF=C25845632020
+//! MYINVOIS_CLIENT_ID=… MYINVOIS_CLIENT_SECRET=… MYINVOIS_ENVIRONMENT=sandbox \
+//!     cargo run --example quickstart
+//! # optionally: MYINVOIS_SCOPE=InvoicingAPI
+//! # and, as an intermediary: MYINVOIS_ON_BEHALF_OF=C25845632020
 //! ```
+//!
+//! With neither `MYINVOIS_CLIENT_ID` nor `MYINVOIS_CLIENT_SECRET` set it
+//! runs the offline demo; with either set, `from_env` names any variable
+//! that is missing or unusable.
 //!
 //! Set `RUST_LOG=myinvois_auth=debug` to see the cache's own log lines.
 
@@ -40,7 +48,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use myinvois_auth::{
-    AccessToken, AuthMiddleware, Credentials, Environment, OnBehalfOf, TokenCache,
+    AccessToken, AuthMiddleware, Credentials, OnBehalfOf, TokenCache, TokenCacheBuilder,
+    ENV_CLIENT_ID, ENV_CLIENT_SECRET,
 };
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use serde_json::json;
@@ -49,8 +58,6 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 type DemoResult<T = ()> = Result<T, Box<dyn StdError + Send + Sync>>;
 
-const SANDBOX_DOCUMENT_TYPES: &str =
-    "https://preprod-api.myinvois.hasil.gov.my/api/v1.0/documenttypes";
 const DOCUMENT_TYPES_PATH: &str = "/api/v1.0/documenttypes";
 const SCOPE: &str = "InvoicingAPI";
 const TAXPAYER: &str = "C25845632020";
@@ -67,10 +74,10 @@ const REFRESH_BEFORE: Duration = Duration::from_secs(2);
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    let outcome = match sandbox_login() {
-        Ok(Some(login)) => run_sandbox(login).await,
-        Ok(None) => run_offline_demo().await,
-        Err(e) => Err(e),
+    let outcome = if credentials_in_environment() {
+        run_real().await
+    } else {
+        run_offline_demo().await
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,43 +131,35 @@ fn expiry_and_scope(token: &AccessToken) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// With real credentials: the MyInvois sandbox.
+// With real credentials: configured from the environment.
 // ---------------------------------------------------------------------------
 
-struct SandboxLogin {
-    credentials: Credentials,
-    on_behalf_of: Option<String>,
+/// Either credential variable set: a real run, configured by `from_env`
+/// (which names whatever else is missing). Neither: the offline demo.
+fn credentials_in_environment() -> bool {
+    [ENV_CLIENT_ID, ENV_CLIENT_SECRET]
+        .iter()
+        .any(|name| env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
-/// Both variables set: a sandbox run. Neither: the offline demo.
-fn sandbox_login() -> DemoResult<Option<SandboxLogin>> {
-    let var = |name| env::var(name).ok().filter(|v| !v.trim().is_empty());
-    match (var("MYINVOIS_CLIENT_ID"), var("MYINVOIS_CLIENT_SECRET")) {
-        (Some(id), Some(secret)) => Ok(Some(SandboxLogin {
-            credentials: Credentials::new(id, secret),
-            on_behalf_of: var("MYINVOIS_ON_BEHALF_OF"),
-        })),
-        (None, None) => Ok(None),
-        _ => Err("set both MYINVOIS_CLIENT_ID and MYINVOIS_CLIENT_SECRET \
-                  (or neither, for the offline demo)"
-            .into()),
-    }
-}
-
-async fn run_sandbox(login: SandboxLogin) -> DemoResult {
+async fn run_real() -> DemoResult {
+    let cache = TokenCacheBuilder::from_env()?.build()?;
+    let environment = cache
+        .environment()
+        .ok_or("from_env always names an environment")?;
+    let document_types = environment.api_url().join(DOCUMENT_TYPES_PATH)?;
     println!(
-        "Logging in to the MyInvois sandbox as client {}",
-        login.credentials.client_id()
+        "Logging in to MyInvois ({environment:?}) as client {}",
+        cache.client_id()
     );
-    let cache = TokenCache::builder(login.credentials)
-        .environment(Environment::Sandbox)
-        .scope(SCOPE)
-        .build()?;
-    let token = match &login.on_behalf_of {
+    let on_behalf_of = env::var("MYINVOIS_ON_BEHALF_OF")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let token = match &on_behalf_of {
         Some(tin) => cache.token_on_behalf_of(tin).await?,
         None => cache.token().await?,
     };
-    match &login.on_behalf_of {
+    match &on_behalf_of {
         Some(tin) => println!(
             "Logged in on behalf of {tin}: token {}",
             expiry_and_scope(&token)
@@ -171,14 +170,14 @@ async fn run_sandbox(login: SandboxLogin) -> DemoResult {
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(AuthMiddleware::new(cache))
         .build();
-    let mut request = client.get(SANDBOX_DOCUMENT_TYPES);
-    if let Some(tin) = &login.on_behalf_of {
+    let mut request = client.get(document_types.clone());
+    if let Some(tin) = &on_behalf_of {
         request = request.with_extension(OnBehalfOf::new(tin));
     }
     let status = request.send().await?.status();
-    println!("GET {SANDBOX_DOCUMENT_TYPES} -> {status}");
+    println!("GET {document_types} -> {status}");
     ensure(status.is_success(), || {
-        format!("the sandbox answered {status}")
+        format!("MyInvois answered {status}")
     })
 }
 
@@ -605,7 +604,7 @@ impl Demo {
 }
 
 async fn run_offline_demo() -> DemoResult {
-    println!("No MYINVOIS_CLIENT_ID / MYINVOIS_CLIENT_SECRET: running against a fake MyInvois.");
+    println!("No {ENV_CLIENT_ID} / {ENV_CLIENT_SECRET}: running against a fake MyInvois.");
     let started = Instant::now();
     let demo = Demo::start().await?;
     demo.first_login().await?;
