@@ -10,10 +10,14 @@
 //! Runs with no credentials against loopback stand-ins. It shows:
 //!
 //! 1. the identity service answers 503 to the first login: the retry layer
-//!    retries, no sooner than the cache's back-off, and the call succeeds;
+//!    retries, no sooner than the cache's back-off (the retry waits it out
+//!    instead of being answered from memory), and the call succeeds;
 //! 2. a wrong secret (`invalid_client`) fails at once, after one login and
 //!    no retry: a new login cannot cure it;
-//! 3. `Error::find_in` takes the login's error out of whatever wraps it.
+//! 3. `Error::find_in` takes the login's error out of reqwest-retry's
+//!    `RetryError`, where a bare `downcast_ref` finds nothing.
+//!
+//! Each claim is checked; the example fails if one does not hold.
 //!
 //! `RUST_LOG=info` (the default here) shows the login spans and the retry.
 
@@ -24,9 +28,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use myinvois_auth::{retry, AuthMiddleware, Credentials, Error, OAuthErrorCode, TokenCache};
+use myinvois_auth::{
+    retry, AuthMiddleware, Credentials, Error, OAuthErrorCode, TokenCache,
+    DEFAULT_TRANSIENT_ERROR_BACKOFF,
+};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::RetryError;
 use reqwest_tracing::TracingMiddleware;
 use standins::{ensure, DemoResult, StandIns, CLIENT_ID, CLIENT_SECRET};
 use wiremock::ResponseTemplate;
@@ -78,10 +86,24 @@ async fn run() -> DemoResult {
     ensure(times.len() == 2, || {
         format!("expected 2 logins, saw {}", times.len())
     })?;
+    // A first transient failure is remembered for half to all of the
+    // initial back-off (jitter); the policy's own first retry comes within
+    // 50 ms, so only the auth middleware's wait can explain a later login
+    // with no attempt answered from memory in between.
+    let gap = times[1] - times[0];
+    let shortest_backoff = DEFAULT_TRANSIENT_ERROR_BACKOFF.0 / 2;
+    ensure(gap >= shortest_backoff, || {
+        format!("the retry logged in {gap:?} after the 503, before the back-off ({shortest_backoff:?} at least)")
+    })?;
+    let from_memory = cache.stats().answered_from_memory;
+    ensure(from_memory == 0, || {
+        format!("{from_memory} attempts were answered from memory instead of waiting")
+    })?;
     println!(
-        "1. 503 on the first login; retried {:.2}s later; the call succeeded (2 logins, {} answered from memory)",
-        (times[1] - times[0]).as_secs_f64(),
-        cache.stats().answered_from_memory
+        "1. 503 on the first login; retried {:.2}s later (the back-off is at least {:.2}s); \
+         the call succeeded (2 logins, 0 answered from memory)",
+        gap.as_secs_f64(),
+        shortest_backoff.as_secs_f64(),
     );
 
     // 2. A wrong secret: one login, no retry.
@@ -99,6 +121,19 @@ async fn run() -> DemoResult {
     })?;
 
     // 3. Our error, found inside reqwest-retry's RetryError.
+    let reqwest_middleware::Error::Middleware(wrapped) = &err else {
+        return Err(format!("expected a middleware error, got {err:?}").into());
+    };
+    ensure(
+        matches!(
+            wrapped.downcast_ref::<RetryError>(),
+            Some(RetryError::Error(_))
+        ),
+        || format!("expected reqwest-retry's RetryError::Error (no retry), got {wrapped:?}"),
+    )?;
+    ensure(wrapped.downcast_ref::<Error>().is_none(), || {
+        "a bare downcast_ref found the error: find_in would not be needed".to_owned()
+    })?;
     match Error::find_in(&err) {
         Some(Error::OAuth {
             code: OAuthErrorCode::InvalidClient,
@@ -108,6 +143,9 @@ async fn run() -> DemoResult {
         }
         other => return Err(format!("expected invalid_client, found {other:?}").into()),
     }
-    println!("3. Error::find_in found it under: {err}");
+    println!(
+        "3. Error::find_in found it inside reqwest-retry's RetryError, \
+         where a bare downcast_ref finds nothing: {err}"
+    );
     Ok(())
 }
