@@ -56,7 +56,7 @@ pub enum Error {
     /// for an intermediary usually means the taxpayer has not authorised it.
     /// A new login does not cure it, so the cache remembers it for the entry
     /// and answers again from memory until `retry_after` has passed.
-    #[error("login rejected by the identity service (HTTP {status}): {code}{}{}", describe(.description), describe_retry(.retry_after))]
+    #[error("login rejected by the identity service (HTTP {status}): {code}{}{}", describe(.description), describe_wait(.retry_after, &false))]
     OAuth {
         /// The HTTP status the identity service answered with.
         status: u16,
@@ -75,7 +75,7 @@ pub enum Error {
     /// answered HTTP 429, or the login budget (12 a minute by default) has no
     /// slot before this caller's wait runs out. Callers holding a valid token
     /// never see this.
-    #[error("login rate limit reached{}", describe_retry(.retry_after))]
+    #[error("login rate limit reached{}", describe_wait(.retry_after, &true))]
     RateLimited {
         /// How long until a login may be possible: the 429's `Retry-After`, or
         /// when the budget's next free slot for this caller would come.
@@ -84,7 +84,7 @@ pub enum Error {
 
     /// The identity service answered with an HTTP status that is neither success
     /// nor an OAuth error (typically a 5xx). Usually transient.
-    #[error("identity service answered HTTP {status}{}", describe_retry(.retry_after))]
+    #[error("identity service answered HTTP {status}{}", describe_wait(.retry_after, &transient_status(.status)))]
     IdentityService {
         /// The HTTP status.
         status: u16,
@@ -97,7 +97,7 @@ pub enum Error {
     /// Logins never follow redirects: the client secret goes to the
     /// configured identity service and nowhere else, and no token from
     /// another origin is ever served. Usually a wrong identity URL.
-    #[error("the identity service redirected the login (HTTP {status}){}; logins never follow redirects, check the identity URL{}", describe_target(.location), describe_retry(.retry_after))]
+    #[error("the identity service redirected the login (HTTP {status}){}; logins never follow redirects, check the identity URL{}", describe_target(.location), describe_wait(.retry_after, &false))]
     LoginRedirected {
         /// The HTTP status (301, 302, 303, 307, 308, …).
         status: u16,
@@ -111,7 +111,7 @@ pub enum Error {
     /// The identity service answered 200, but not with a usable token
     /// (malformed JSON, missing or invalid `access_token` / `expires_in`,
     /// a `token_type` other than Bearer, …).
-    #[error("invalid token response from the identity service: {reason}{}", describe_retry(.retry_after))]
+    #[error("invalid token response from the identity service: {reason}{}", describe_wait(.retry_after, .transient))]
     InvalidResponse {
         /// What is wrong with the answer (never quoting a token).
         reason: String,
@@ -128,7 +128,7 @@ pub enum Error {
     /// The identity service did not answer within the login timeout or, in a
     /// fleet, the process logging in for this key did not share its token in
     /// time. Transient: retry.
-    #[error("login timed out after {after:?}{}", describe_retry(.retry_after))]
+    #[error("login timed out after {after:?}{}", describe_wait(.retry_after, &true))]
     Timeout {
         /// How long was waited.
         after: Duration,
@@ -139,7 +139,7 @@ pub enum Error {
     /// The login request failed below HTTP (DNS, connection refused, TLS, …).
     /// The message includes reqwest's; it is not repeated as `source()`, so
     /// error reporters that walk the chain do not print it twice.
-    #[error("could not reach the identity service: {error}{}", describe_retry(.retry_after))]
+    #[error("could not reach the identity service: {error}{}", describe_wait(.retry_after, &true))]
     Transport {
         /// reqwest's error, without the URL.
         error: Arc<reqwest::Error>,
@@ -201,7 +201,7 @@ impl Error {
             | Error::Transport { .. }
             | Error::LoginAborted => true,
             Error::InvalidResponse { transient, .. } => *transient,
-            Error::IdentityService { status, .. } => *status >= 500 || *status == 408,
+            Error::IdentityService { status, .. } => transient_status(status),
             _ => false,
         }
     }
@@ -373,10 +373,24 @@ fn describe(description: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-fn describe_retry(retry_after: &Option<Duration>) -> String {
-    retry_after
-        .map(|d| format!("; retry after {}s", d.as_secs_f64().ceil()))
-        .unwrap_or_default()
+/// When asking again makes sense: "retry after" for a transient failure;
+/// a lasting one is not worth retrying, so say how long the cache keeps
+/// answering it from memory instead.
+fn describe_wait(retry_after: &Option<Duration>, transient: &bool) -> String {
+    let Some(wait) = retry_after else {
+        return String::new();
+    };
+    let secs = wait.as_secs_f64().ceil();
+    if *transient {
+        format!("; retry after {secs}s")
+    } else {
+        format!(" (answered from memory for another {secs}s)")
+    }
+}
+
+/// An identity service status a later login may not meet: 5xx and 408.
+fn transient_status(status: &u16) -> bool {
+    *status >= 500 || *status == 408
 }
 
 /// The `error` field of an OAuth 2.0 token error response (RFC 6749 §5.2).
@@ -440,5 +454,92 @@ impl OAuthErrorCode {
 impl fmt::Display for OAuthErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Error, OAuthErrorCode};
+
+    const WAIT: Option<Duration> = Some(Duration::from_millis(68_200));
+
+    #[test]
+    fn a_lasting_failure_says_it_is_answered_from_memory_never_retry_after() {
+        let lasting = [
+            Error::OAuth {
+                status: 400,
+                code: OAuthErrorCode::InvalidClient,
+                description: None,
+                uri: None,
+                retry_after: WAIT,
+            },
+            Error::LoginRedirected {
+                status: 302,
+                location: None,
+                retry_after: WAIT,
+            },
+            Error::InvalidResponse {
+                reason: "token_type is not Bearer".into(),
+                transient: false,
+                retry_after: WAIT,
+            },
+            Error::IdentityService {
+                status: 404,
+                retry_after: WAIT,
+            },
+        ];
+        for error in lasting {
+            assert!(!error.is_transient());
+            let shown = error.to_string();
+            assert!(
+                shown.ends_with(" (answered from memory for another 69s)"),
+                "{shown}"
+            );
+            assert!(!shown.contains("retry"), "{shown}");
+        }
+        assert_eq!(
+            Error::OAuth {
+                status: 400,
+                code: OAuthErrorCode::InvalidClient,
+                description: Some("bad secret".into()),
+                uri: None,
+                retry_after: WAIT,
+            }
+            .to_string(),
+            "login rejected by the identity service (HTTP 400): invalid_client (bad secret) \
+             (answered from memory for another 69s)"
+        );
+    }
+
+    #[test]
+    fn a_transient_failure_says_when_to_retry() {
+        let transient = [
+            Error::RateLimited { retry_after: WAIT },
+            Error::IdentityService {
+                status: 503,
+                retry_after: WAIT,
+            },
+            Error::InvalidResponse {
+                reason: "the answer is not JSON".into(),
+                transient: true,
+                retry_after: WAIT,
+            },
+            Error::Timeout {
+                after: Duration::from_secs(20),
+                retry_after: WAIT,
+            },
+        ];
+        for error in transient {
+            assert!(error.is_transient());
+            let shown = error.to_string();
+            assert!(shown.ends_with("; retry after 69s"), "{shown}");
+        }
+        // No time known: nothing said.
+        assert_eq!(
+            Error::RateLimited { retry_after: None }.to_string(),
+            "login rate limit reached"
+        );
     }
 }
