@@ -261,6 +261,33 @@ impl Error {
         find(err, 0)
     }
 
+    /// Like [`find_in`](Self::find_in), for an error the application has
+    /// already converted into its own: an `anyhow::Error` (pass
+    /// `err.as_ref()`), a `Box<dyn Error>` (pass `&*err`), or its own type
+    /// whose `source()` chain leads to the `reqwest_middleware::Error`.
+    /// Follows `source()` and looks inside every `reqwest_middleware::Error`
+    /// (and `RetryError`) on the way.
+    ///
+    /// ```
+    /// use myinvois_auth::Error;
+    /// let failed = || reqwest_middleware::Error::middleware(Error::LoginAborted);
+    ///
+    /// let app = anyhow::Error::new(failed()).context("listing document types");
+    /// assert!(matches!(Error::find_in_error(app.as_ref()), Some(Error::LoginAborted)));
+    ///
+    /// let boxed: Box<dyn std::error::Error + Send + Sync> = failed().into();
+    /// assert!(matches!(Error::find_in_error(&*boxed), Some(Error::LoginAborted)));
+    ///
+    /// let other = std::io::Error::other("the disk is full");
+    /// assert!(Error::find_in_error(&other).is_none());
+    /// ```
+    pub fn find_in_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+        std::iter::successors(Some(err), |cause| cause.source())
+            .take(MAX_WRAPPING)
+            .find_map(|cause| look_at(cause, 0))
+            .flatten()
+    }
+
     /// A stable, low-cardinality name for the kind of error, for spans and
     /// metrics labels.
     pub(crate) fn kind(&self) -> &'static str {
@@ -342,19 +369,31 @@ fn find(err: &reqwest_middleware::Error, depth: usize) -> Option<&Error> {
     if depth >= MAX_WRAPPING {
         return None;
     }
-    for cause in wrapped.chain().take(MAX_WRAPPING) {
-        if let Some(ours) = cause.downcast_ref::<Error>() {
-            return Some(ours);
-        }
-        if let Some(inner) = cause.downcast_ref::<reqwest_middleware::Error>() {
-            return find(inner, depth + 1);
-        }
-        #[cfg(feature = "retry")]
-        if let Some(retry) = cause.downcast_ref::<reqwest_retry::RetryError>() {
-            let (reqwest_retry::RetryError::WithRetries { err: inner, .. }
-            | reqwest_retry::RetryError::Error(inner)) = retry;
-            return find(inner, depth + 1);
-        }
+    wrapped
+        .chain()
+        .take(MAX_WRAPPING)
+        .find_map(|cause| look_at(cause, depth))
+        .flatten()
+}
+
+/// What one error of a chain says: `None` if it is none of ours and wraps
+/// none (look at the next), else the answer (ours, or what its wrapped
+/// `reqwest_middleware::Error` holds, perhaps nothing).
+fn look_at<'a>(
+    cause: &'a (dyn std::error::Error + 'static),
+    depth: usize,
+) -> Option<Option<&'a Error>> {
+    if let Some(ours) = cause.downcast_ref::<Error>() {
+        return Some(Some(ours));
+    }
+    if let Some(inner) = cause.downcast_ref::<reqwest_middleware::Error>() {
+        return Some(find(inner, depth + 1));
+    }
+    #[cfg(feature = "retry")]
+    if let Some(retry) = cause.downcast_ref::<reqwest_retry::RetryError>() {
+        let (reqwest_retry::RetryError::WithRetries { err: inner, .. }
+        | reqwest_retry::RetryError::Error(inner)) = retry;
+        return Some(find(inner, depth + 1));
     }
     None
 }

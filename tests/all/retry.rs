@@ -294,6 +294,56 @@ async fn the_helper_finds_the_login_error_in_either_stack_order() {
     assert!(Error::find_in(&err).is_none());
 }
 
+/// An application's own error type that keeps the call's error as its source.
+#[derive(Debug)]
+struct AppError(reqwest_middleware::Error);
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("listing document types failed")
+    }
+}
+
+impl std::error::Error for AppError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[tokio::test]
+async fn the_helper_finds_the_login_error_after_the_app_converted_it() {
+    let identity = Identity::empty().await;
+    identity.answer(ResponseTemplate::new(503)).await;
+    let (api, _) = Api::start().await;
+    let url = format!("{}/api/v1.0/documenttypes", api.uri());
+    let cache = identity
+        .builder()
+        .transient_error_backoff(Duration::from_millis(20), Duration::from_millis(40))
+        .build()
+        .unwrap();
+    let client = documented_stack(&cache, &api, 1);
+    let failed = || async { client.get(&url).send().await.unwrap_err() };
+    let is_503 =
+        |found: Option<&Error>| matches!(found, Some(Error::IdentityService { status: 503, .. }));
+
+    // Into anyhow (as `?` does), with context: walking the chain misses it.
+    let app = anyhow::Error::new(failed().await).context("listing document types");
+    assert!(app.chain().all(|e| e.downcast_ref::<Error>().is_none()));
+    assert!(is_503(Error::find_in_error(app.as_ref())));
+
+    // Boxed.
+    let boxed: Box<dyn std::error::Error + Send + Sync> = failed().await.into();
+    assert!(is_503(Error::find_in_error(&*boxed)));
+
+    // The application's own error, with the call's error as its source.
+    let own = AppError(failed().await);
+    assert!(is_503(Error::find_in_error(&own)));
+
+    // Not a login failure: nothing.
+    let other = anyhow::anyhow!("the disk is full").context("saving the invoice");
+    assert!(Error::find_in_error(other.as_ref()).is_none());
+}
+
 /// Issues tokens, except to logins carrying `onbehalfof`: 503 with
 /// `Retry-After: 3`.
 #[derive(Clone)]
