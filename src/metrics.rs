@@ -50,7 +50,28 @@ pub const STORE_ERRORS: &str = "myinvois_auth_store_errors_total";
 pub const LOGIN_DURATION: &str = "myinvois_auth_login_duration_seconds";
 
 /// Describes every metric above to the installed recorder (units and help
-/// text). Optional: the metrics are reported without it.
+/// text). Optional: the metrics are reported without it. Call it once,
+/// after installing the recorder (a description given to no recorder is
+/// lost):
+///
+/// ```
+/// // Here metrics-util's in-memory recorder; in production, for example,
+/// // metrics-exporter-prometheus's.
+/// let recorder = metrics_util::debugging::DebuggingRecorder::new();
+/// let snapshotter = recorder.snapshotter();
+/// metrics::set_global_recorder(recorder).expect("no recorder installed yet");
+/// myinvois_auth::metrics::describe();
+///
+/// // Once a metric is reported (here counted by hand, as the cache does on
+/// // a login), the recorder has its help text.
+/// metrics::counter!(myinvois_auth::metrics::LOGINS).increment(1);
+/// let (_, unit, help, _) = snapshotter.snapshot().into_vec().remove(0);
+/// assert_eq!(unit, None);
+/// assert_eq!(
+///     help.as_deref(),
+///     Some("Login requests sent to the MyInvois identity service")
+/// );
+/// ```
 pub fn describe() {
     use metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(

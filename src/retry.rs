@@ -82,6 +82,22 @@ pub struct LoginRetryStrategy<S = DefaultRetryableStrategy> {
 
 impl LoginRetryStrategy {
     /// Login failures as above; everything else as reqwest-retry's default.
+    ///
+    /// [`middleware`] builds the same; by hand, with reqwest-retry's own
+    /// constructor:
+    ///
+    /// ```
+    /// use myinvois_auth::retry::LoginRetryStrategy;
+    /// use reqwest_retry::policies::ExponentialBackoff;
+    /// use reqwest_retry::RetryTransientMiddleware;
+    ///
+    /// let policy = ExponentialBackoff::builder().build_with_max_retries(3);
+    /// let retry = RetryTransientMiddleware::new_with_policy_and_strategy(
+    ///     policy,
+    ///     LoginRetryStrategy::new(),
+    /// );
+    /// # let _ = retry;
+    /// ```
     pub fn new() -> Self {
         LoginRetryStrategy {
             inner: DefaultRetryableStrategy,
@@ -90,7 +106,55 @@ impl LoginRetryStrategy {
 }
 
 impl<S: RetryableStrategy> LoginRetryStrategy<S> {
-    /// Login failures as above; everything else as `inner` decides.
+    /// Login failures as above; everything else as `inner` decides. Keep
+    /// your own rule for the API's answers and add this one for logins:
+    ///
+    /// ```
+    /// use myinvois_auth::retry::LoginRetryStrategy;
+    /// use myinvois_auth::{Error, OAuthErrorCode};
+    /// use reqwest_retry::policies::ExponentialBackoff;
+    /// use reqwest_retry::{
+    ///     default_on_request_failure, default_on_request_success, Retryable, RetryableStrategy,
+    ///     RetryTransientMiddleware,
+    /// };
+    ///
+    /// /// The application's rule: retry the API's 409 Conflict too.
+    /// struct RetryConflicts;
+    ///
+    /// impl RetryableStrategy for RetryConflicts {
+    ///     fn handle(
+    ///         &self,
+    ///         res: &Result<reqwest::Response, reqwest_middleware::Error>,
+    ///     ) -> Option<Retryable> {
+    ///         match res {
+    ///             Ok(answer) if answer.status() == 409 => Some(Retryable::Transient),
+    ///             Ok(answer) => default_on_request_success(answer),
+    ///             Err(error) => default_on_request_failure(error),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let policy = ExponentialBackoff::builder().build_with_max_retries(3);
+    /// let retry = RetryTransientMiddleware::new_with_policy_and_strategy(
+    ///     policy,
+    ///     LoginRetryStrategy::with_inner(RetryConflicts),
+    /// );
+    /// # let _ = retry;
+    ///
+    /// // The API's answers go to RetryConflicts; login failures never do.
+    /// let strategy = LoginRetryStrategy::with_inner(RetryConflicts);
+    /// let conflict = http::Response::builder().status(409).body("").unwrap();
+    /// assert!(strategy.handle(&Ok(conflict.into())) == Some(Retryable::Transient));
+    /// let refused = Error::OAuth {
+    ///     status: 400,
+    ///     code: OAuthErrorCode::InvalidClient,
+    ///     description: None,
+    ///     uri: None,
+    ///     retry_after: None,
+    /// };
+    /// let failed = Err(reqwest_middleware::Error::middleware(refused));
+    /// assert!(strategy.handle(&failed) == Some(Retryable::Fatal));
+    /// ```
     pub fn with_inner(inner: S) -> Self {
         LoginRetryStrategy { inner }
     }
