@@ -302,7 +302,12 @@ async fn fleet_worker() {
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            println!("FLEET served={served} limited={limited}");
+            let errors = cache.stats().store_errors;
+            println!(
+                "FLEET served={served} limited={limited} store_errors={} auth={}",
+                errors.total(),
+                errors.auth
+            );
         }
         other => topologies::scenario(other, &cache, &identity).await,
     }
@@ -364,9 +369,13 @@ async fn four_processes_through_expiries_make_one_login_per_refresh_and_no_expir
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_processes_and_30_cold_taxpayers_log_12_in_at_once_and_stay_within_12_a_minute() {
-    let redis = Redis::start();
+    // As the README's least-privilege user: the full window's branch of
+    // the budget script runs commands the plain path never does.
+    let redis = Redis::start_with_user("myinvois", "s3cret-pw", redis_servers::STORE_ACL);
     let (server, service) = Service::start(3600).await;
-    let mut env = worker_env(&server, &redis, "budget");
+    let mut env = worker_env(&server, &redis, "myinvois-auth");
+    env.retain(|(k, _)| *k != "FLEET_REDIS");
+    env.push(("FLEET_REDIS", redis.url_with_user()));
     env.push(("FLEET_TAXPAYERS", "30".into()));
     env.push(("FLEET_WORKERS", "6".into()));
     env.push(("FLEET_SECONDS", "65".into()));
@@ -400,6 +409,9 @@ async fn six_processes_and_30_cold_taxpayers_log_12_in_at_once_and_stay_within_1
     assert!(reports
         .iter()
         .all(|r| r["served"].parse::<usize>().unwrap() > 0));
+    for report in &reports {
+        assert_eq!(report["store_errors"], "0", "{report:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -866,27 +878,96 @@ async fn while_redis_is_out_of_reach_each_process_keeps_to_its_fleet_share() {
     assert!(stats.store_errors.unreachable > 0, "{stats:?}");
 }
 
-/// The least privilege the store needs, as the README's ACL says.
-const LEAST_PRIVILEGE: &[&str] = &[
-    "~myinvois-auth:*",
-    "+ping",
-    "+evalsha",
-    "+script|load",
-    "+get",
-    "+set",
-    "+zrem",
-    "+exists",
-    "+pttl",
-    "+del",
-    "+time",
-    "+hget",
-    "+hset",
-    "+zremrangebyscore",
-    "+zcard",
-    "+zrange",
-    "+zadd",
-    "+pexpire",
-];
+/// The `ACL SETUSER myinvois ...` lines of the README (a line and its
+/// indented continuation lines), as the words after the user name.
+fn readme_acl_lines() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    let mut open = false;
+    for line in readme.lines() {
+        let text = line.trim();
+        if let Some(rest) = text.strip_prefix("ACL SETUSER myinvois ") {
+            lines.push(rest.split_whitespace().map(str::to_owned).collect());
+            open = true;
+        } else if open && line.starts_with(' ') && text.starts_with('+') {
+            let last = lines.last_mut().unwrap();
+            last.extend(text.split_whitespace().map(str::to_owned));
+        } else {
+            open = false;
+        }
+    }
+    lines
+}
+
+/// The tests' ACL users are built from `STORE_ACL` (and its Sentinel and
+/// Cluster additions): the README says exactly the same.
+#[test]
+fn the_readme_gives_the_acl_the_tests_run_with() {
+    let lines = readme_acl_lines();
+    let base: Vec<String> = ["on", ">password"]
+        .iter()
+        .chain(redis_servers::STORE_ACL)
+        .map(|s| s.to_string())
+        .collect();
+    let words = |rules: &[&str]| rules.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        lines,
+        vec![
+            base,
+            words(redis_servers::STORE_ACL_SENTINEL),
+            words(redis_servers::STORE_ACL_CLUSTER)
+        ],
+        "README.md's ACL lines and tests/support/redis_servers.rs' STORE_ACL differ"
+    );
+}
+
+/// `check()` runs every command the store can use: with the README's ACL
+/// it passes, and without any one of its commands it fails as `Auth`,
+/// naming NOPERM (a command refused inside a script too). Scripts are
+/// flushed before each try, so loading them is exercised as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_runs_every_command_of_the_readme_acl() {
+    use myinvois_auth::StoreErrorKind;
+    use redis_servers::{acl_setuser, STORE_ACL};
+    let redis = Redis::start();
+    let url = format!("redis://probe:pw@127.0.0.1:{}/", redis.port());
+    let flush = || assert!(!redis.cmd(&["SCRIPT", "FLUSH"]).is_error());
+    acl_setuser(redis.port(), "probe", "pw", STORE_ACL);
+    flush();
+    RedisTokenStore::new(&url).unwrap().check().await.unwrap();
+    // Twice (scripts loaded, probe keys of the first check still there).
+    RedisTokenStore::new(&url).unwrap().check().await.unwrap();
+    // Every probe key is under the prefix, and expires within seconds.
+    let keys = redis.cmd(&["KEYS", "*"]);
+    assert!(!keys.as_array().unwrap_or(&[]).is_empty(), "no probe key");
+    for key in keys.as_array().unwrap_or(&[]) {
+        let key = key.text();
+        let ttl = redis.cmd(&["PTTL", &key]).as_int().unwrap();
+        assert!(key.starts_with("myinvois-auth:"), "{key}");
+        assert!((1..=2000).contains(&ttl), "{key}: PTTL {ttl}");
+    }
+    let mut passed_without = Vec::new();
+    for missing in STORE_ACL.iter().filter(|r| r.starts_with('+')) {
+        let rules: Vec<&str> = STORE_ACL.iter().copied().filter(|r| r != missing).collect();
+        acl_setuser(redis.port(), "probe", "pw", &rules);
+        flush();
+        match RedisTokenStore::new(&url).unwrap().check().await {
+            Ok(()) => passed_without.push(*missing),
+            Err(err) => {
+                assert_eq!(err.kind(), StoreErrorKind::Auth, "without {missing}: {err}");
+                assert!(
+                    err.to_string().contains("NOPERM"),
+                    "without {missing}: {err}"
+                );
+            }
+        }
+    }
+    assert!(
+        passed_without.is_empty(),
+        "check() passed without {passed_without:?}: it does not run them"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_health_name_the_kind_of_failure() {
@@ -897,7 +978,7 @@ async fn readiness_and_health_name_the_kind_of_failure() {
     assert_eq!(err.kind(), StoreErrorKind::Unreachable, "{err}");
 
     // A least-privilege user: ready, and a fleet shares through it.
-    let redis = Redis::start_with_user("myinvois", "s3cret-pw", LEAST_PRIVILEGE);
+    let redis = Redis::start_with_user("myinvois", "s3cret-pw", redis_servers::STORE_ACL);
     let store = || Arc::new(RedisTokenStore::new(&redis.url_with_user()).unwrap());
     store().check().await.unwrap();
     let (server, service) = Service::start(3600).await;

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use myinvois_auth::{
     AuthMiddleware, Credentials, RedisTokenStore, StoreErrorKind, TokenCache, TokenStore,
 };
-use redis::cluster::ClusterClient;
-use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::cluster::ClusterClientBuilder;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use wiremock::MockServer;
 
 use super::redis_servers::{self, ClientAuth, Cluster, Proxy, Redis, Sentinel, HOST};
@@ -52,7 +52,10 @@ pub fn store_from_env() -> Option<RedisTokenStore> {
             SentinelClient::build(
                 vec![env("FLEET_SENTINEL")],
                 env("FLEET_MASTER"),
-                None,
+                Some(node_login(
+                    &env("FLEET_REDIS_USER"),
+                    &env("FLEET_REDIS_PASSWORD"),
+                )),
                 SentinelServerType::Master,
             )
             .expect("a Sentinel client"),
@@ -60,7 +63,11 @@ pub fn store_from_env() -> Option<RedisTokenStore> {
         "cluster" => {
             let nodes = env("FLEET_CLUSTER");
             RedisTokenStore::from_cluster(
-                ClusterClient::new(nodes.split(',').collect::<Vec<_>>()).expect("a Cluster client"),
+                ClusterClientBuilder::new(nodes.split(',').collect::<Vec<_>>())
+                    .username(env("FLEET_REDIS_USER"))
+                    .password(env("FLEET_REDIS_PASSWORD"))
+                    .build()
+                    .expect("a Cluster client"),
             )
         }
         // One URL whose target may change under it (a managed endpoint).
@@ -68,6 +75,15 @@ pub fn store_from_env() -> Option<RedisTokenStore> {
         other => panic!("unknown FLEET_TOPOLOGY {other}"),
     };
     Some(store.prefix(&env("FLEET_PREFIX")))
+}
+
+/// How the store logs in to the data nodes behind Sentinel.
+fn node_login(user: &str, password: &str) -> SentinelNodeConnectionInfo {
+    SentinelNodeConnectionInfo::default().set_redis_connection_info(
+        redis::RedisConnectionInfo::default()
+            .set_username(user)
+            .set_password(password),
+    )
 }
 
 /// Runs a worker scenario this module owns. Each prints one `FLEET` report
@@ -228,12 +244,28 @@ fn tin(i: usize) -> String {
 
 // ------------------------------------------------------------ test side
 
+/// The ACL user the topology tests' stores log in as, made on every data
+/// node from the README's lines (`STORE_ACL` and the topology's additions).
+const USER: (&str, &str) = ("myinvois", "s3cret-pw");
+
+/// Makes [`USER`] on the plain node at `port`: the README's ACL, plus `extra`.
+fn readme_user(port: u16, extra: &[&str]) {
+    let rules: Vec<&str> = redis_servers::STORE_ACL
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    redis_servers::acl_setuser(port, USER.0, USER.1, &rules);
+}
+
 /// The environment every topology worker needs.
 fn topology_env(server: &MockServer, topology: &str, prefix: &str) -> Vec<(&'static str, String)> {
     vec![
         ("FLEET_IDENTITY", server.uri()),
         ("FLEET_TOPOLOGY", topology.to_owned()),
         ("FLEET_PREFIX", prefix.to_owned()),
+        ("FLEET_REDIS_USER", USER.0.to_owned()),
+        ("FLEET_REDIS_PASSWORD", USER.1.to_owned()),
     ]
 }
 
@@ -323,16 +355,27 @@ async fn tls_with_a_private_ca_two_processes_one_login() {
     RedisTokenStore::from_client(client).check().await.unwrap();
 }
 
-/// A store on the primary that `sentinel` names, keys under `prefix`.
+/// A store on the primary that `sentinel` names, keys under `prefix`,
+/// logged in as [`USER`] (see [`sentinel_with_readme_user`]).
 fn sentinel_store(sentinel: &Sentinel, prefix: &str) -> RedisTokenStore {
     let client = SentinelClient::build(
         vec![sentinel.sentinel_url()],
         sentinel.master_name(),
-        None,
+        Some(node_login(USER.0, USER.1)),
         SentinelServerType::Master,
     )
     .unwrap();
     RedisTokenStore::from_sentinel(client).prefix(prefix)
+}
+
+/// A primary, a replica and Sentinel, with [`USER`] on both data nodes
+/// made from the README's lines for Sentinel.
+fn sentinel_with_readme_user() -> Sentinel {
+    let sentinel = Sentinel::start();
+    for node in sentinel.nodes() {
+        readme_user(node.port(), redis_servers::STORE_ACL_SENTINEL);
+    }
+    sentinel
 }
 
 /// The keys matching `pattern` on the plain server at `port`, each with its PTTL.
@@ -367,7 +410,8 @@ async fn replicating(primary: u16, replica: u16) {
     .await;
 }
 
-/// Sentinel failover under load: three processes call the API every 50 ms
+/// Sentinel failover under load, the stores logged in to the data nodes as
+/// a user made from the README's ACL lines for Sentinel: three processes call the API every 50 ms
 /// with 12 s tokens (refreshed 6 s before expiry); between two refreshes
 /// the primary is SIGKILLed. No call fails, none waits (a caller with a
 /// valid token never does), none is made with an expired token, and once
@@ -376,10 +420,10 @@ async fn replicating(primary: u16, replica: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_sharing_resumes_and_no_call_fails() {
     const LIFETIME: Duration = Duration::from_secs(12);
-    let mut sentinel = Sentinel::start();
+    let mut sentinel = sentinel_with_readme_user();
     replicating(sentinel.primary_port(), sentinel.replica_port()).await;
     let (server, service) = Service::start(LIFETIME.as_secs()).await;
-    let mut env = topology_env(&server, "sentinel", "failover");
+    let mut env = topology_env(&server, "sentinel", "myinvois-auth");
     env.push(("FLEET_SENTINEL", sentinel.sentinel_url()));
     env.push(("FLEET_MASTER", sentinel.master_name().to_owned()));
     env.push(("FLEET_SECONDS", "30".into()));
@@ -397,7 +441,7 @@ async fn sentinel_failover_sharing_resumes_and_no_call_fails() {
     poll_until(
         Duration::from_secs(5),
         "the refresh's lock released",
-        || keys_with_ttl(primary, "failover:lock:*").is_empty(),
+        || keys_with_ttl(primary, "myinvois-auth:lock:*").is_empty(),
     )
     .await;
     let old = sentinel.kill_primary();
@@ -480,7 +524,7 @@ async fn sentinel_failover_sharing_resumes_and_no_call_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_expires() {
     let max_wait = Duration::from_secs(4);
-    let mut sentinel = Sentinel::start();
+    let mut sentinel = sentinel_with_readme_user();
     replicating(sentinel.primary_port(), sentinel.replica_port()).await;
     let (server, service) = Service::start(3600).await;
     let cache = || {
@@ -488,7 +532,7 @@ async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_exp
             .identity_url(server.uri())
             .login_timeout(Some(Duration::from_secs(10)))
             .max_login_wait(max_wait)
-            .token_store(Arc::new(sentinel_store(&sentinel, "cut")))
+            .token_store(Arc::new(sentinel_store(&sentinel, "myinvois-auth")))
             .build()
             .unwrap()
     };
@@ -504,7 +548,7 @@ async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_exp
     })
     .await;
     let primary = sentinel.primary_port();
-    let locks_before = keys_with_ttl(primary, "cut:lock:*");
+    let locks_before = keys_with_ttl(primary, "myinvois-auth:lock:*");
     sentinel.kill_primary();
     login.await.unwrap().expect("the first process is served");
     let new = sentinel.wait_for_promotion(Duration::from_secs(20));
@@ -512,7 +556,7 @@ async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_exp
     // Until Sentinel has settled, redis-rs finds no valid primary
     // (MasterNameNotFoundBySentinel) and the other process would go on
     // without the store: wait until a store can reach the new primary.
-    let probe = sentinel_store(&sentinel, "probe");
+    let probe = sentinel_store(&sentinel, "myinvois-auth");
     while probe.check().await.is_err() {
         assert!(
             promoted.elapsed() < Duration::from_secs(20),
@@ -520,7 +564,7 @@ async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_exp
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let locks_after = keys_with_ttl(new, "cut:lock:*");
+    let locks_after = keys_with_ttl(new, "myinvois-auth:lock:*");
     eprintln!(
         "cut login: the new primary reachable through Sentinel {:?} after the promotion",
         promoted.elapsed()
@@ -623,15 +667,19 @@ async fn an_endpoint_repointed_at_failover_is_followed() {
     );
 }
 
-/// A Redis Cluster of three masters: two processes asking for the same 12
-/// taxpayers at once (then again) make 12 logins in all and get the same
+/// A Redis Cluster of three masters, the stores logged in as a user made
+/// from the README's ACL lines for a Cluster: two processes asking for the
+/// same 12 taxpayers at once (then again) make 12 logins in all and get the same
 /// token for each; the entries' keys spread over several nodes (the hash
 /// tags keep each entry's keys in one slot), and no call meets a MOVED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_of_three_masters_two_processes_twelve_taxpayers_twelve_logins() {
     let cluster = Cluster::start(3);
+    for node in cluster.nodes() {
+        readme_user(node.port(), redis_servers::STORE_ACL_CLUSTER);
+    }
     let (server, service) = Service::start(3600).await;
-    let mut env = topology_env(&server, "cluster", "cluster");
+    let mut env = topology_env(&server, "cluster", "myinvois-auth");
     env.push(("FLEET_CLUSTER", cluster.urls().join(",")));
     env.push(("FLEET_TAXPAYERS", "12".into()));
     let reports = reports(spawn_workers(2, "twice", &env));
@@ -639,7 +687,7 @@ async fn cluster_of_three_masters_two_processes_twelve_taxpayers_twelve_logins()
         .nodes()
         .iter()
         .map(|node| {
-            node.cmd(&["KEYS", "cluster:token:*"])
+            node.cmd(&["KEYS", "myinvois-auth:token:*"])
                 .as_array()
                 .map_or(0, <[_]>::len)
         })

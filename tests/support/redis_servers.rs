@@ -31,6 +31,48 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const HOST: &str = "127.0.0.1";
+
+/// The least-privilege ACL the README gives the store's Redis user
+/// ("Operating Redis for a fleet"), after `ACL SETUSER <user> on >password`:
+/// the one source of truth the tests run their ACL users from. A test
+/// compares it with the README's line.
+pub const STORE_ACL: &[&str] = &[
+    "~myinvois-auth:*",
+    "-@all",
+    "+evalsha",
+    "+script|load",
+    "+get",
+    "+set",
+    "+del",
+    "+pttl",
+    "+pexpire",
+    "+time",
+    "+hget",
+    "+hset",
+    "+zadd",
+    "+zrem",
+    "+zcard",
+    "+zcount",
+    "+zrange",
+    "+zremrangebyscore",
+];
+
+/// What the README adds to [`STORE_ACL`] on the data nodes behind Sentinel.
+pub const STORE_ACL_SENTINEL: &[&str] = &["+role"];
+
+/// What the README adds to [`STORE_ACL`] on the nodes of a Cluster.
+pub const STORE_ACL_CLUSTER: &[&str] = &["+cluster|slots", "+asking"];
+
+/// `ACL SETUSER <user> on ><password>` followed by `rules`, run on the
+/// plain server at `port` (as its `default` user); panics on an error.
+pub fn acl_setuser(port: u16, user: &str, password: &str, rules: &[&str]) {
+    let mut args = vec!["ACL", "SETUSER", user, "reset", "on"];
+    let password = format!(">{password}");
+    args.push(&password);
+    args.extend_from_slice(rules);
+    let reply = cmd(port, &args);
+    assert!(!reply.is_error(), "{args:?}: {reply}");
+}
 /// Ports handed out stay below this, so that a cluster bus port (+10000) fits.
 const MAX_PORT: u16 = 55000;
 const START_TIMEOUT: Duration = Duration::from_secs(15);

@@ -459,27 +459,37 @@ impl TokenStore for RedisTokenStore {
         self.link.is_available()
     }
 
-    /// Connects, and runs the token script on a probe key: fails with the
-    /// kind of the first problem (unreachable, TLS, auth, an ACL that
-    /// forbids a command the store needs).
+    /// Connects, and runs every command the store can use (each script,
+    /// and each branch of the budget script: a probe window of one slot
+    /// is filled, so the full-window branch runs too) on probe keys of its
+    /// own under the prefix, which expire within 2 s. Fails with the kind
+    /// of the first problem: unreachable, TLS, auth, an ACL that forbids a
+    /// command the store needs (`Auth`, naming NOPERM, also when a script
+    /// was refused the command).
     async fn check(&self) -> Result<(), StoreError> {
-        let probe = "readiness-probe";
-        self.load(probe).await?;
-        let owner = "readiness-probe";
-        if self
-            .try_lock(probe, owner, Duration::from_millis(100))
-            .await?
-        {
-            self.unlock(probe, owner).await?;
+        // Probe keys of this check alone, so that concurrent checks (every
+        // process's readiness probe) each run every command.
+        let probe = format!("readiness-probe-{}", super::lock_owner());
+        let owner = probe.as_str();
+        let short = Duration::from_secs(1);
+        self.load(&probe).await?;
+        if self.try_lock(&probe, owner, short).await? {
+            self.unlock(&probe, owner).await?;
         }
-        let request = SlotRequest {
-            count: u32::MAX,
-            window: Duration::from_millis(1),
-            pace: None,
-            id: owner.to_owned(),
+        // A window of one slot: the first reservation (paced) takes it,
+        // the second finds the window full.
+        let mut request = SlotRequest {
+            count: 1,
+            window: short,
+            pace: Some(Duration::from_millis(1)),
+            id: format!("{probe}-1"),
         };
-        self.reserve_login(probe, &request).await?;
-        self.release_login(probe, owner).await?;
+        self.reserve_login(&probe, &request).await?;
+        let first = std::mem::replace(&mut request.id, format!("{probe}-2"));
+        request.pace = None;
+        self.reserve_login(&probe, &request).await?;
+        self.release_login(&probe, &first).await?;
+        self.block_logins(&probe, Duration::from_millis(1)).await?;
         Ok(())
     }
 }
