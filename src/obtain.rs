@@ -11,8 +11,9 @@
 //! whose fleet slot must wait looks at the store again before asking anew,
 //! and one refused a slot looks once more: if another process holds the
 //! entry's lock it waits for that login instead of failing. A process that
-//! finds another one logging in waits for its token with back-off, one
-//! store call a poll, for at most the lock's TTL (that login is being sent;
+//! finds another one logging in waits for its token with back-off, polling
+//! only the lock (one cheap store call) while it is held and looking for
+//! the token once it is gone, for at most the lock's TTL (that login is being sent;
 //! a dead holder's lock expires); a background refresh does not wait at all
 //! (its token is still valid): the next sweep takes the new one from the
 //! store.
@@ -91,20 +92,30 @@ impl Entry {
                 // login once sent, that login's time bounds the wait (the
                 // lock's TTL, which a dead holder cannot outlast).
                 progress.set(Phase::AwaitingFleet);
-                let now = Instant::now();
-                let (since, poll) = awaiting.get_or_insert((now, FLEET_POLL_FIRST));
+                let (since, poll) = awaiting.get_or_insert((Instant::now(), FLEET_POLL_FIRST));
                 let give_up = after(*since, ttl);
-                if now >= give_up {
-                    return Err(Error::timeout(since.elapsed()));
+                let mut lock_left = lock_left;
+                loop {
+                    let now = Instant::now();
+                    if now >= give_up {
+                        return Err(Error::timeout(since.elapsed()));
+                    }
+                    // Look again after the back-off, or as soon as the lock
+                    // expires (its holder may have died), whichever is first.
+                    let wake = after(
+                        now,
+                        (*poll).min(lock_left.saturating_add(LOCK_EXPIRY_SLACK)),
+                    );
+                    tokio::time::sleep_until(wake.min(give_up)).await;
+                    *poll = (*poll * 2).min(FLEET_POLL_MAX);
+                    // While the lock is held, only it is looked at (one
+                    // cheap call); once it is gone (or the store fails),
+                    // the whole entry, from the top.
+                    match self.store("poll", store.lock_left(&self.store_key)).await {
+                        Some(Some(left)) => lock_left = left,
+                        _ => break,
+                    }
                 }
-                // Look again after the back-off, or as soon as the lock
-                // expires (its holder may have died), whichever is first.
-                let wake = after(
-                    now,
-                    (*poll).min(lock_left.saturating_add(LOCK_EXPIRY_SLACK)),
-                );
-                tokio::time::sleep_until(wake.min(give_up)).await;
-                *poll = (*poll * 2).min(FLEET_POLL_MAX);
                 continue;
             }
             awaiting = None;

@@ -7,7 +7,8 @@
 //!
 //! 1. **load** a token another process may already hold for the entry;
 //! 2. otherwise take the entry's **lock**, so one process in the fleet logs
-//!    in per key while the others wait for the token to appear;
+//!    in per key while the others wait for the token to appear (polling
+//!    only the lock, [`lock_left`](TokenStore::lock_left), until it is gone);
 //! 3. **reserve** a fleet-wide login slot (the client ID's budget: at most
 //!    `count` logins in any window, across all processes), log in, **save**
 //!    the token until it expires;
@@ -137,6 +138,15 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// clock, and whether the key's login lock is held. Waiting processes
     /// poll this: it should be one round trip.
     async fn load(&self, key: &str) -> Result<Loaded, StoreError>;
+
+    /// While the login lock of `key` is held, how long it has left at most;
+    /// `None` when it is free. A process waiting for another's login polls
+    /// this (and [`load`](Self::load)s once the lock is gone), so it should
+    /// be as cheap as the store allows: `RedisTokenStore` sends one `PTTL`.
+    /// The default asks `load`.
+    async fn lock_left(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        Ok(self.load(key).await?.locked)
+    }
 
     /// Stores `token` under `key` for [`remaining`](StoredToken::remaining).
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError>;

@@ -259,6 +259,15 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A lock's PTTL: -2, no lock; -1, a lock without TTL (not ours): held,
+/// for long; otherwise the milliseconds it has left.
+fn lock_ttl(ms: i64) -> Option<Duration> {
+    match ms {
+        -2 => None,
+        ms => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))),
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record {
     access_token: String,
@@ -291,11 +300,7 @@ impl TokenStore for RedisTokenStore {
                     .await
             })
             .await?;
-        // PTTL -2: no lock; -1: a lock without TTL (not ours): held, for long.
-        let locked = match lock_ms {
-            -2 => None,
-            ms => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))),
-        };
+        let locked = lock_ttl(lock_ms);
         // PTTL: -2 (gone), -1 (no TTL: not written by us), or ms left.
         let (Some(raw), Ok(ttl_ms @ 1..)) = (raw, u64::try_from(ttl_ms)) else {
             return Ok(Loaded {
@@ -329,6 +334,16 @@ impl TokenStore for RedisTokenStore {
             }),
             locked,
         })
+    }
+
+    /// One `PTTL` of the lock's key: a waiting process's poll.
+    async fn lock_left(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let key = self.key("lock", key);
+        let ms: i64 = self
+            .link
+            .call(|mut c| async move { redis::cmd("PTTL").arg(&key).query_async(&mut c).await })
+            .await?;
+        Ok(lock_ttl(ms))
     }
 
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
@@ -473,6 +488,7 @@ impl TokenStore for RedisTokenStore {
         let owner = probe.as_str();
         let short = Duration::from_secs(1);
         self.load(&probe).await?;
+        self.lock_left(&probe).await?;
         if self.try_lock(&probe, owner, short).await? {
             self.unlock(&probe, owner).await?;
         }
