@@ -67,6 +67,28 @@ impl RateLimit {
     pub(crate) fn interval(self) -> Duration {
         self.window() / self.count.max(1)
     }
+
+    /// One process's share of this budget in a fleet of `processes` that
+    /// cannot see what the others spend (their token store is out of
+    /// reach), so that the fleet as a whole keeps to `count` a period:
+    /// `count / processes` a period while that is at least one; with more
+    /// processes than logins, one login per `period × processes / count`,
+    /// rounded up to the millisecond.
+    pub(crate) fn share(self, processes: u32) -> RateLimit {
+        let (count, processes) = (self.count.max(1), processes.max(1));
+        if processes <= count {
+            return RateLimit {
+                count: count / processes,
+                period: self.period,
+            };
+        }
+        let ms = self.period.as_millis() * u128::from(processes);
+        let ms = ms.div_ceil(u128::from(count));
+        RateLimit {
+            count: 1,
+            period: Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)),
+        }
+    }
 }
 
 /// What a login asks of the budget, shared with the login in flight: a
@@ -135,8 +157,12 @@ pub(crate) struct LoginBudget {
 
 #[derive(Default)]
 struct State {
-    /// When the logins inside the current window were let out, oldest first.
+    /// When the logins inside the longest window asked for were let out,
+    /// oldest first.
     grants: VecDeque<Instant>,
+    /// The longest window asked for (a fleet share's may be longer than
+    /// the budget's): grants are kept that long.
+    keep_for: Duration,
     /// When the last paced login was let out.
     last_paced: Option<Instant>,
     /// No login before this (from a 429's `Retry-After`).
@@ -228,14 +254,28 @@ impl State {
             .is_some_and(|at| now.saturating_duration_since(at) < limit.window())
     }
 
+    /// Drops the grants older than any window asked for (`window` now).
     fn prune(&mut self, now: Instant, window: Duration) {
+        self.keep_for = self.keep_for.max(window);
         while self
             .grants
             .front()
-            .is_some_and(|g| now.saturating_duration_since(*g) >= window)
+            .is_some_and(|g| now.saturating_duration_since(*g) >= self.keep_for)
         {
             self.grants.pop_front();
         }
+    }
+
+    /// The grants inside the last `window`, oldest first.
+    fn in_window(
+        &self,
+        now: Instant,
+        window: Duration,
+    ) -> std::collections::vec_deque::Iter<'_, Instant> {
+        let first = self
+            .grants
+            .partition_point(|g| now.saturating_duration_since(*g) >= window);
+        self.grants.range(first..)
     }
 
     fn wake_all(&self) {
@@ -325,7 +365,7 @@ impl State {
         limit: RateLimit,
         count: u32,
     ) -> bool {
-        let free = (count as usize).saturating_sub(self.grants.len());
+        let free = (count as usize).saturating_sub(self.in_window(now, limit.window()).len());
         let mut pace_free = self
             .last_paced
             .is_none_or(|last| now >= after(last, limit.interval()));
@@ -361,11 +401,12 @@ impl State {
         let (window, interval) = (limit.window(), limit.interval());
         let count = count as usize;
         let mut openings: BinaryHeap<Reverse<Instant>> = BinaryHeap::new();
-        for _ in self.grants.len()..count {
+        let grants = self.in_window(now, window);
+        for _ in grants.len()..count {
             openings.push(Reverse(start));
         }
-        let counted = self.grants.len().saturating_sub(count);
-        for g in self.grants.iter().skip(counted) {
+        let counted = grants.len().saturating_sub(count);
+        for g in grants.skip(counted) {
             openings.push(Reverse(after(*g, window).max(start)));
         }
         let mut pace = self.last_paced.map(|last| after(last, interval));
@@ -422,20 +463,24 @@ impl LoginBudget {
     }
 
     /// Waits for a login slot, until the urgency's deadline at the latest,
-    /// and refuses at once when the slot would come later. `share` caps
-    /// `count` (while a fleet's shared budget is out of reach, each process
-    /// keeps to its share).
+    /// and refuses at once when the slot would come later. `share`, when
+    /// given, is the rule instead of the budget's (while a fleet's shared
+    /// budget is out of reach, each process keeps to its share: see
+    /// [`RateLimit::share`]); it never allows more than the budget.
     pub(crate) async fn acquire(
         &self,
         urgency: &Urgency,
-        share: Option<u32>,
+        share: Option<RateLimit>,
     ) -> Result<Grant<'_>, Error> {
-        let count = match (self.limit, share) {
-            (Some(limit), Some(share)) => share.clamp(1, limit.count),
-            (Some(limit), None) => limit.count,
-            (None, _) => u32::MAX,
+        let limit = match (self.limit, share) {
+            (Some(limit), Some(share)) => Some(RateLimit {
+                count: share.count.clamp(1, limit.count.max(1)),
+                period: share.period.max(limit.period),
+            }),
+            (limit, _) => limit,
         };
-        let window = self.limit.map_or(Duration::ZERO, RateLimit::window);
+        let count = limit.map_or(u32::MAX, |l| l.count);
+        let window = limit.map_or(Duration::ZERO, RateLimit::window);
         let wake = Arc::new(Notify::new());
         let mut place = Place {
             budget: self,
@@ -448,13 +493,13 @@ impl LoginBudget {
                 let mut state = self.state.lock();
                 state.prune(now, window);
                 let seq = place.seq.unwrap_or(state.next_seq);
-                match state.decide((seq, wanted), now, self.limit, count) {
+                match state.decide((seq, wanted), now, limit, count) {
                     Decision::Go => {
                         // Nobody else's turn comes sooner because of this.
                         place.leave(&mut state, false);
                         state.grants.push_back(now);
-                        let paced = wanted.refresh
-                            || self.limit.is_some_and(|l| state.under_pressure(now, l));
+                        let paced =
+                            wanted.refresh || limit.is_some_and(|l| state.under_pressure(now, l));
                         let replaced_pace = paced.then(|| state.last_paced.replace(now));
                         return Ok(Grant {
                             budget: self,
@@ -775,13 +820,62 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_share_caps_the_count() {
         let budget = budget(12, 60);
+        let share = Some(TWELVE.share(4));
         let urgency = Urgency::caller(Instant::now() + S(1));
         for _ in 0..3 {
-            budget.acquire(&urgency, Some(3)).await.unwrap().keep();
+            budget.acquire(&urgency, share).await.unwrap().keep();
         }
-        assert!(budget.acquire(&urgency, Some(3)).await.is_err());
+        assert!(budget.acquire(&urgency, share).await.is_err());
         // Without the share, the rest of the window is there.
         budget.acquire(&urgency, None).await.unwrap().keep();
+    }
+
+    #[test]
+    fn a_fleet_share_keeps_the_whole_fleet_within_the_budget() {
+        let share = |processes| TWELVE.share(processes);
+        assert_eq!(share(1), TWELVE);
+        assert_eq!((share(5).count, share(5).period), (2, S(60)));
+        assert_eq!((share(12).count, share(12).period), (1, S(60)));
+        // More processes than logins: a rate, one login per 60 s x 50 / 12.
+        assert_eq!((share(50).count, share(50).period), (1, S(250)));
+        assert_eq!(share(13).period, Duration::from_millis(65_000));
+        assert_eq!(share(7 * 12 + 1).period, Duration::from_millis(425_000));
+        for processes in 1..200 {
+            let s = share(processes);
+            // Logins a minute the fleet can send, each keeping to its share.
+            let fleet = f64::from(processes) * f64::from(s.count) / s.period.as_secs_f64() * 60.0;
+            assert!(
+                fleet <= 12.0 + 1e-9,
+                "{processes} processes: {fleet} a minute"
+            );
+        }
+        let odd = RateLimit {
+            count: 0,
+            period: Duration::MAX,
+        };
+        assert_eq!(odd.share(u32::MAX).count, 1, "no panic on odd values");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_longer_than_the_window_keeps_its_own_window() {
+        // 2 a 10 s window, 4 processes: one login per 20 s each.
+        let budget = budget(2, 10);
+        let share = Some(budget.limit().unwrap().share(4));
+        let t0 = Instant::now();
+        let caller = |wait| Urgency::caller(Instant::now() + S(wait));
+        budget.acquire(&caller(1), share).await.unwrap().keep();
+        match budget.acquire(&caller(1), share).await.unwrap_err() {
+            Error::RateLimited { retry_after } => {
+                assert_eq!(retry_after, Some(S(20) + PACING_MARGIN))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A slot of the whole budget (the store answers again: a grant,
+        // here given back) drops no login the share still counts.
+        tokio::time::advance(S(11)).await;
+        drop(budget.acquire(&caller(1), None).await.unwrap());
+        budget.acquire(&caller(30), share).await.unwrap().keep();
+        assert_eq!(Instant::now() - t0, S(20) + PACING_MARGIN);
     }
 
     #[tokio::test(start_paused = true)]

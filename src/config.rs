@@ -310,7 +310,8 @@ pub(crate) struct Settings {
     pub(crate) token_store: Arc<dyn TokenStore>,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) rejection_memory: Duration,
-    pub(crate) fleet_size: u32,
+    /// `None`: not set (a single process, or a fleet that forgot it).
+    pub(crate) fleet_size: Option<u32>,
 }
 
 /// What names the settings; nothing that could hold a credential (the
@@ -536,21 +537,32 @@ impl TokenCacheBuilder {
     /// How many processes share this client ID through the
     /// [token store](Self::token_store). While the store is out of reach,
     /// each process cannot know what the others spend, so it keeps to its
-    /// share of the login budget: `count / fleet_size` per period (at least
-    /// one). Without it, 50 processes would each allow themselves the whole
-    /// 12 a minute during a Redis outage, and the identity service would
-    /// answer the rest with 429s.
+    /// share of the login budget, so that the fleet as a whole keeps to
+    /// `count` a period: `count / fleet_size` per period while that is at
+    /// least one; with more processes than logins, one login per
+    /// `period × fleet_size / count` (rounded up to the millisecond). With
+    /// 12 a minute: 20 pods, one login per 100 s each; 50 pods, one per
+    /// 250 s. Without it, 50 processes would each allow themselves the
+    /// whole 12 a minute during a Redis outage, and the identity service
+    /// would answer the rest with 429s.
+    ///
+    /// The shares keep the fleet's *rate* within the budget; processes
+    /// cannot agree on when to spend theirs, so if all of them need a
+    /// login at the same moment, up to `fleet_size` logins (never more
+    /// than `count` from one process) may land in one window.
     ///
     /// ```
     /// # use myinvois_auth::{Credentials, Environment, TokenCache};
     /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
     ///     .environment(Environment::Production)
-    ///     .fleet_size(20) // 20 pods: during an outage, 1 login a minute each at most
+    ///     .fleet_size(20) // 20 pods: during an outage, 1 login per 100 s each at most
     ///     .build()?;
     /// # Ok::<(), myinvois_auth::Error>(())
     /// ```
     ///
-    /// Defaults to 1 (a single process: the whole budget).
+    /// Defaults to 1 (a single process: the whole budget). A cache with a
+    /// token store and no `fleet_size` logs a warning, once, when the store
+    /// is first out of reach.
     pub fn fleet_size(mut self, processes: u32) -> Self {
         self.fleet_size = Some(processes);
         self
@@ -658,7 +670,7 @@ impl TokenCacheBuilder {
                 ),
             },
             rejection_memory: self.rejection_memory.unwrap_or(DEFAULT_REJECTION_MEMORY),
-            fleet_size: self.fleet_size.unwrap_or(1).max(1),
+            fleet_size: self.fleet_size.map(|n| n.max(1)),
         })
     }
 }

@@ -1,9 +1,10 @@
 //! What every entry of one cache shares: its settings, the client ID's login
 //! budget, counters and clock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::budget::LoginBudget;
+use crate::budget::{LoginBudget, RateLimit};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::rejection::Learned;
@@ -20,14 +21,29 @@ pub(crate) struct Context {
     pub(crate) clock: Clock,
     /// Endpoints that reject every token, as any entry learned (see `rejection`).
     pub(crate) learned: Learned,
+    /// Whether the warning that `fleet_size` is not set was given.
+    warned_fleet_size: AtomicBool,
 }
 
 impl Context {
-    /// This process's share of the login budget's count while the token
-    /// store is out of reach: count / fleet size, at least one.
-    pub(crate) fn fallback_share(&self) -> u32 {
-        let count = self.budget.limit().map_or(u32::MAX, |l| l.count);
-        (count / self.settings.fleet_size).max(1)
+    /// This process's share of the login budget while the token store is
+    /// out of reach (see [`RateLimit::share`]); `None` without a budget.
+    /// With `fleet_size` left unset, the whole budget, and a warning, once.
+    pub(crate) fn fallback_share(&self) -> Option<RateLimit> {
+        let limit = self.budget.limit()?;
+        let processes = self.settings.fleet_size.unwrap_or_else(|| {
+            if !self.warned_fleet_size.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the token store is out of reach and fleet_size is not set: this process \
+                     now takes the whole login budget ({} a {:?}), as do the fleet's others; \
+                     set fleet_size to the number of processes sharing the client ID",
+                    limit.count,
+                    limit.period
+                );
+            }
+            1
+        });
+        Some(limit.share(processes))
     }
 
     pub(crate) fn new(settings: Settings) -> Self {
@@ -47,6 +63,7 @@ impl Context {
             counters: Counters::default(),
             clock: Clock::new(),
             learned: Learned::default(),
+            warned_fleet_size: AtomicBool::new(false),
         }
     }
 }

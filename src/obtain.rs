@@ -253,9 +253,13 @@ impl Entry {
         let ctx = &self.ctx;
         let store = &ctx.settings.token_store;
         progress.set(Phase::Queued);
-        let mut share = (!store.is_available()).then_some(ctx.fallback_share());
+        let mut share = if store.is_available() {
+            None
+        } else {
+            Some(ctx.fallback_share())
+        };
         loop {
-            let grant = ctx.budget.acquire(urgency, share).await?;
+            let grant = ctx.budget.acquire(urgency, share.flatten()).await?;
             let Some(limit) = ctx.budget.limit() else {
                 return Ok(Some(Slot { grant, fleet: None }));
             };

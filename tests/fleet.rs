@@ -885,6 +885,91 @@ async fn while_redis_is_out_of_reach_each_process_keeps_to_its_fleet_share() {
     assert!(stats.store_errors.unreachable > 0, "{stats:?}");
 }
 
+/// More processes than the budget has logins a window: each keeps to one
+/// login per `window × fleet_size / count`, so the fleet as a whole stays
+/// within `count` a window on average. Here 2 logins per 10 s and 4
+/// processes: one login per 20 s each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_more_processes_than_logins_a_window_each_takes_a_rate_not_a_login_a_window() {
+    let (server, service) = Service::start(3600).await;
+    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let cache = TokenCache::builder(Credentials::new("fleet-share-client", SECRET))
+        .identity_url(server.uri())
+        .login_rate_limit(2, Duration::from_secs(10))
+        .max_login_wait(Duration::from_secs(5))
+        .token_store(Arc::new(store))
+        .fleet_size(4)
+        .build()
+        .unwrap();
+    cache.token_on_behalf_of(tin(0)).await.unwrap();
+    let asked = Instant::now();
+    let err = cache.token_on_behalf_of(tin(1)).await.unwrap_err();
+    eprintln!(
+        "fleet share: second login refused after {:?}: {err:?}",
+        asked.elapsed()
+    );
+    match err {
+        // The next login of this process's share: 20 s (+ the margin)
+        // after the first, not 10 s (a login per window each: 4 a window
+        // for the fleet, twice the budget).
+        Error::RateLimited {
+            retry_after: Some(wait),
+        } => assert!(
+            wait > Duration::from_secs(19) && wait <= Duration::from_millis(20_250),
+            "told to wait {wait:?}"
+        ),
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    assert!(asked.elapsed() < Duration::from_secs(1), "refused at once");
+    assert_eq!(service.login_times().len(), 1);
+}
+
+/// Logs written while `run` runs on this thread (a current-thread runtime
+/// keeps every task on it).
+fn captured_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink(Arc::clone(&logs));
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// A token store set, `fleet_size` left at 1, and the store out of reach:
+/// the process takes the whole budget, and says so once.
+#[tokio::test]
+async fn a_fleet_without_fleet_size_is_warned_once_when_the_store_is_out_of_reach() {
+    let (logs, _guard) = captured_logs();
+    let (server, _service) = Service::start(3600).await;
+    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let cache = TokenCache::builder(Credentials::new("fleet-warn-client", SECRET))
+        .identity_url(server.uri())
+        .token_store(Arc::new(store))
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        cache.token_on_behalf_of(tin(i)).await.unwrap();
+    }
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("fleet_size")).collect();
+    eprintln!("{warnings:#?}");
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(warnings[0].contains("whole"), "{}", warnings[0]);
+}
+
 /// The `ACL SETUSER myinvois ...` lines of the README (a line and its
 /// indented continuation lines), as the words after the user name.
 fn readme_acl_lines() -> Vec<Vec<String>> {
