@@ -1155,3 +1155,40 @@ async fn a_hung_redis_is_skipped_after_repeated_timeouts_instead_of_costing_ever
     assert!(cache.stats().store_errors.timeout >= 2);
     assert_eq!(service.login_times().len(), 11);
 }
+
+/// A connection attempt cut off (its task dropped with the runtime that
+/// ran it, here while Redis is frozen) must not leave the store
+/// "connecting" for ever: on another runtime, once Redis answers, the store
+/// connects again within a couple of seconds.
+#[test]
+fn a_connection_attempt_cut_off_with_its_runtime_does_not_wedge_the_store() {
+    let redis = Redis::start();
+    let store = Arc::new(RedisTokenStore::new(&redis.url()).unwrap());
+    redis.freeze();
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let probe = Arc::clone(&store);
+    first.spawn(async move {
+        let _ = probe.check().await;
+    });
+    // The attempt is under way (TCP accepted, the handshake unanswered).
+    std::thread::sleep(Duration::from_millis(300));
+    first.shutdown_background();
+    redis.unfreeze();
+    let second = tokio::runtime::Runtime::new().unwrap();
+    let (outcome, took) = second.block_on(async {
+        let started = Instant::now();
+        loop {
+            let outcome = store.check().await;
+            if outcome.is_ok() || started.elapsed() > Duration::from_secs(3) {
+                return (outcome, started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    eprintln!("cut connection attempt: check() on another runtime {outcome:?} after {took:?}");
+    outcome.expect("the store never connected again");
+}

@@ -174,6 +174,9 @@ pub(super) struct Link {
 
 struct State {
     phase: Phase,
+    /// Numbers connection attempts; the connection an attempt makes keeps
+    /// its number.
+    generation: u64,
     /// Failures in a row (connects and calls that timed out or found Redis
     /// out of reach); at [`FAILURES_TO_OPEN`], Redis is skipped for a while.
     failures: u32,
@@ -187,8 +190,18 @@ enum Phase {
         retry_at: Option<Instant>,
     },
     /// A connection attempt is under way.
-    Connecting(Attempt),
+    Connecting {
+        attempt: Attempt,
+        generation: u64,
+    },
     Up(Conn),
+}
+
+impl State {
+    /// Whether the attempt numbered `generation` is the one under way.
+    fn connecting(&self, generation: u64) -> bool {
+        matches!(self.phase, Phase::Connecting { generation: g, .. } if g == generation)
+    }
 }
 
 impl Link {
@@ -197,6 +210,7 @@ impl Link {
             source: Arc::new(source),
             state: Arc::new(Mutex::new(State {
                 phase: Phase::Down { retry_at: None },
+                generation: 0,
                 failures: 0,
                 timeouts: 0,
             })),
@@ -272,11 +286,17 @@ impl Link {
     /// being made wait for that attempt (bounded by the connect timeout)
     /// instead of going on without Redis. No lock is held across an `.await`.
     async fn connection(&self) -> Result<Conn, StoreError> {
-        let mut attempt = {
+        // A new attempt's task is spawned after the lock is released: a
+        // runtime shutting down drops it at once, and its guard takes the lock.
+        let mut spawn = None;
+        let (mut attempt, generation) = {
             let mut state = self.state.lock();
             match &state.phase {
                 Phase::Up(connection) => return Ok(connection.clone()),
-                Phase::Connecting(attempt) => attempt.clone(),
+                Phase::Connecting {
+                    attempt,
+                    generation,
+                } => (attempt.clone(), *generation),
                 Phase::Down { retry_at: Some(at) } if Instant::now() < *at => {
                     return Err(StoreError::new(
                         StoreErrorKind::Unreachable,
@@ -287,12 +307,23 @@ impl Link {
                     ))
                 }
                 Phase::Down { .. } => {
-                    let attempt = self.start_connecting()?;
-                    state.phase = Phase::Connecting(attempt.clone());
-                    attempt
+                    let runtime = tokio::runtime::Handle::try_current()
+                        .map_err(|_| StoreError::other("not inside a tokio runtime"))?;
+                    state.generation += 1;
+                    let generation = state.generation;
+                    let (tx, attempt) = watch::channel(None);
+                    state.phase = Phase::Connecting {
+                        attempt: attempt.clone(),
+                        generation,
+                    };
+                    spawn = Some((runtime, tx));
+                    (attempt, generation)
                 }
             }
         };
+        if let Some((runtime, tx)) = spawn {
+            self.start_connecting(&runtime, generation, tx);
+        }
         let outcome = tokio::time::timeout(
             CONNECT_TIMEOUT + CALL_TIMEOUT,
             attempt.wait_for(Option::is_some),
@@ -300,6 +331,9 @@ impl Link {
         .await
         .map_err(|_| StoreError::new(StoreErrorKind::Timeout, "connecting to Redis timed out"))?
         .map_err(|_| {
+            // Its task was dropped (its runtime shut down) or panicked: the
+            // next call makes another (the task's guard did this already).
+            abandon(&self.state, generation);
             StoreError::new(
                 StoreErrorKind::Unreachable,
                 "the connection attempt was abandoned",
@@ -310,13 +344,23 @@ impl Link {
             .unwrap_or_else(|| Err(StoreError::other("no connection")))
     }
 
-    /// Starts one connection attempt in its own task (a caller that gives up
-    /// does not cancel it), and records its outcome.
-    fn start_connecting(&self) -> Result<Attempt, StoreError> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| StoreError::other("not inside a tokio runtime"))?;
-        let (tx, rx) = watch::channel(None);
+    /// Starts connection attempt `generation` in its own task (a caller
+    /// that gives up does not cancel it), and records its outcome. If the
+    /// task never finishes (dropped with its runtime, or a panic), its
+    /// guard puts the link back to `Down`, so that the next call makes
+    /// another attempt instead of waiting on this one for ever.
+    fn start_connecting(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        generation: u64,
+        tx: watch::Sender<Option<Result<Conn, StoreError>>>,
+    ) {
         let (source, state) = (Arc::clone(&self.source), Arc::clone(&self.state));
+        let mut guard = Unfinished {
+            state: Arc::clone(&state),
+            generation,
+            finished: false,
+        };
         runtime.spawn(async move {
             let outcome = match tokio::time::timeout(CONNECT_TIMEOUT, source.connect()).await {
                 Ok(outcome) => outcome,
@@ -325,8 +369,11 @@ impl Link {
                     "connecting to Redis timed out",
                 )),
             };
-            {
-                let mut state = state.lock();
+            guard.finish();
+            let mut state = state.lock();
+            // (Unless it was given up meanwhile: then its outcome only
+            // serves the callers that waited for it.)
+            if state.connecting(generation) {
                 state.phase = match &outcome {
                     Ok(connection) => {
                         tracing::info!("connected to Redis");
@@ -348,8 +395,41 @@ impl Link {
                     }
                 };
             }
+            drop(state);
             let _ = tx.send(Some(outcome));
         });
-        Ok(rx)
+    }
+}
+
+/// Puts the link back to `Down` if attempt `generation` is still the one
+/// under way.
+fn abandon(state: &Mutex<State>, generation: u64) {
+    let mut state = state.lock();
+    if state.connecting(generation) {
+        tracing::warn!("a Redis connection attempt was abandoned; the next call makes another");
+        state.phase = Phase::Down { retry_at: None };
+    }
+}
+
+/// Held by a connection attempt's task until it records its outcome:
+/// dropped before (the task dropped with its runtime, or a panic), it
+/// abandons the attempt.
+struct Unfinished {
+    state: Arc<Mutex<State>>,
+    generation: u64,
+    finished: bool,
+}
+
+impl Unfinished {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.finished {
+            abandon(&self.state, self.generation);
+        }
     }
 }
