@@ -1192,3 +1192,42 @@ fn a_connection_attempt_cut_off_with_its_runtime_does_not_wedge_the_store() {
     eprintln!("cut connection attempt: check() on another runtime {outcome:?} after {took:?}");
     outcome.expect("the store never connected again");
 }
+
+/// The `total_connections_received` of a plain server.
+fn connections_received(redis: &Redis) -> i64 {
+    let info = redis.info("stats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received")
+}
+
+/// A store pointed at a replica (READONLY on every write) remakes its
+/// connection once at once, then pauses, then skips Redis for a while: a
+/// bounded number of connections, not one per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_replica_remake_the_connection_a_bounded_number_of_times() {
+    let (_primary, replica) = Redis::primary_and_replica();
+    let store = RedisTokenStore::new(&replica.url()).unwrap();
+    let before = connections_received(&replica);
+    let started = Instant::now();
+    let mut kinds = Vec::new();
+    for _ in 0..20 {
+        let outcome = store.try_lock("k", "o", Duration::from_secs(5)).await;
+        kinds.push(outcome.map_err(|e| e.kind().to_string()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // (Less the connection the INFO that reads the count opens.)
+    let made = connections_received(&replica) - before - 1;
+    eprintln!(
+        "replica: 20 writes over {:?}: {made} connections; available afterwards: {}; {kinds:?}",
+        started.elapsed(),
+        store.is_available()
+    );
+    assert!(made <= 3, "{made} connections for 20 writes");
+    assert!(
+        !store.is_available(),
+        "Redis not skipped after repeated READONLY"
+    );
+    assert!(kinds.iter().all(Result::is_err), "{kinds:?}");
+}

@@ -725,3 +725,58 @@ async fn cluster_of_three_masters_two_processes_twelve_taxpayers_twelve_logins()
     assert_eq!(service.login_times().len(), 12, "12 logins in all");
     assert_eq!(per_node.iter().sum::<usize>(), 12, "{per_node:?}");
 }
+
+/// A plain store (not `from_cluster`) pointed at one node of a Cluster:
+/// keys of the other nodes' slots answer MOVED. Remaking the connection
+/// cannot cure that, so after a remake at once and one after a pause the
+/// store skips Redis for a while: a bounded number of connections (not one
+/// per MOVED), and a cache on it still serves every taxpayer (on its own),
+/// counting the failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_outside_cluster_mode_reconnects_a_bounded_number_of_times_and_falls_back() {
+    let cluster = Cluster::start(3);
+    let node = &cluster.nodes()[0];
+    let connections = || -> i64 {
+        let info = node.info("stats");
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_connections_received")
+    };
+    let store = Arc::new(RedisTokenStore::new(&node.url()).unwrap());
+    let before = connections();
+    let mut moved = 0;
+    for i in 0..30 {
+        if let Err(e) = store.load(&format!("key-{i}")).await {
+            moved += usize::from(e.to_string().contains("MOVED"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // (Less the connection the INFO that reads the count opens.)
+    let made = connections() - before - 1;
+    eprintln!(
+        "MOVED outside Cluster mode: 30 loads: {moved} MOVED, {made} connections; available: {}",
+        store.is_available()
+    );
+    assert!(moved > 0, "no key of another node's slot");
+    assert!(made <= 3, "{made} connections for 30 loads");
+    assert!(!store.is_available(), "Redis not skipped");
+
+    let (server, service) = Service::start(3600).await;
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(server.uri())
+        .without_login_rate_limit()
+        .token_store(store)
+        .build()
+        .unwrap();
+    for t in 0..12 {
+        cache.token_on_behalf_of(tin(t)).await.unwrap();
+    }
+    assert_eq!(service.login_times().len(), 12);
+    let made = connections() - before - 2;
+    eprintln!(
+        "MOVED outside Cluster mode: a cache served 12 taxpayers with 12 logins; {made} connections in all; {:?}",
+        cache.stats().store_errors
+    );
+    assert!(made <= 3, "{made} connections");
+}

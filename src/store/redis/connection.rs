@@ -38,6 +38,14 @@ const FAILURES_TO_OPEN: u32 = 3;
 const OPEN_FOR: Duration = Duration::from_secs(5);
 /// Timeouts in a row after which the connection is remade.
 const TIMEOUTS_TO_REMAKE: u32 = 2;
+/// After a remake (`READONLY`, `MOVED`), the next one waits this long: a
+/// node that still answers so right after a new connection was made is
+/// not cured by another at once. At [`FAILURES_TO_OPEN`] remakes, each
+/// within [`REMAKES_FORGOTTEN`] of the one before, Redis is skipped for
+/// [`OPEN_FOR`].
+const REMAKE_PAUSE: Duration = Duration::from_secs(1);
+/// Remakes further apart than this do not add up.
+const REMAKES_FORGOTTEN: Duration = Duration::from_secs(30);
 
 /// Where connections come from.
 pub(super) enum Source {
@@ -182,6 +190,10 @@ struct State {
     failures: u32,
     /// Timeouts in a row on the current connection.
     timeouts: u32,
+    /// Remakes, each within [`REMAKES_FORGOTTEN`] of the one before.
+    remakes: u32,
+    /// When the last remake was asked for.
+    last_remake: Option<Instant>,
 }
 
 enum Phase {
@@ -198,9 +210,87 @@ enum Phase {
 }
 
 impl State {
+    fn new() -> Self {
+        State {
+            phase: Phase::Down { retry_at: None },
+            generation: 0,
+            failures: 0,
+            timeouts: 0,
+            remakes: 0,
+            last_remake: None,
+        }
+    }
+
     /// Whether the attempt numbered `generation` is the one under way.
     fn connecting(&self, generation: u64) -> bool {
         matches!(self.phase, Phase::Connecting { generation: g, .. } if g == generation)
+    }
+
+    /// Whether the connection numbered `generation` is the one in use.
+    fn up(&self, generation: u64) -> bool {
+        matches!(self.phase, Phase::Up(_)) && self.generation == generation
+    }
+
+    /// A call on the connection numbered `generation` answered.
+    fn succeeded(&mut self, generation: u64) {
+        if self.up(generation) {
+            self.failures = 0;
+            self.timeouts = 0;
+        }
+    }
+
+    /// A call on the connection numbered `generation` failed, meaning
+    /// `after` for the connection. An older connection's failure (a late
+    /// answer on one already remade) changes nothing: the one in use, or
+    /// being made, is not thrown away for it.
+    fn failed(&mut self, generation: u64, after: After, timeout: bool, now: Instant) {
+        if !self.up(generation) {
+            return;
+        }
+        match after {
+            After::Keep => {}
+            After::Remake => {
+                if self
+                    .last_remake
+                    .is_some_and(|at| now.saturating_duration_since(at) > REMAKES_FORGOTTEN)
+                {
+                    self.remakes = 0;
+                }
+                self.remakes += 1;
+                self.last_remake = Some(now);
+                self.timeouts = 0;
+                let retry_at = match self.remakes {
+                    // A failover: follow it at once.
+                    1 => None,
+                    n if n < FAILURES_TO_OPEN => Some(now + REMAKE_PAUSE),
+                    _ => {
+                        tracing::warn!(
+                            "Redis keeps answering as a replica or as a Cluster node \
+                             (READONLY, MOVED) after reconnecting: skipping it for {OPEN_FOR:?}"
+                        );
+                        Some(now + OPEN_FOR)
+                    }
+                };
+                if retry_at.is_none() {
+                    tracing::warn!("Redis node changed role: reconnecting");
+                }
+                self.phase = Phase::Down { retry_at };
+            }
+            After::Failing => {
+                self.failures += 1;
+                self.timeouts = if timeout { self.timeouts + 1 } else { 0 };
+                let remake = !timeout || self.timeouts >= TIMEOUTS_TO_REMAKE;
+                if self.failures >= FAILURES_TO_OPEN {
+                    self.phase = Phase::Down {
+                        retry_at: Some(now + OPEN_FOR),
+                    };
+                    self.timeouts = 0;
+                } else if remake {
+                    self.phase = Phase::Down { retry_at: None };
+                    self.timeouts = 0;
+                }
+            }
+        }
     }
 }
 
@@ -208,12 +298,7 @@ impl Link {
     pub(super) fn new(source: Source) -> Self {
         Link {
             source: Arc::new(source),
-            state: Arc::new(Mutex::new(State {
-                phase: Phase::Down { retry_at: None },
-                generation: 0,
-                failures: 0,
-                timeouts: 0,
-            })),
+            state: Arc::new(Mutex::new(State::new())),
         }
     }
 
@@ -233,21 +318,24 @@ impl Link {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let connection = self.connection().await?;
+        let (connection, generation) = self.connection().await?;
         match tokio::time::timeout(CALL_TIMEOUT, f(connection)).await {
             Ok(Ok(value)) => {
-                let mut state = self.state.lock();
-                state.failures = 0;
-                state.timeouts = 0;
+                self.state.lock().succeeded(generation);
                 Ok(value)
             }
             Ok(Err(error)) => {
                 let (error, after) = classify(&error, self.source.is_cluster());
-                self.failed(after, error.kind() == StoreErrorKind::Timeout);
+                let timeout = error.kind() == StoreErrorKind::Timeout;
+                self.state
+                    .lock()
+                    .failed(generation, after, timeout, Instant::now());
                 Err(error)
             }
             Err(_) => {
-                self.failed(After::Failing, true);
+                self.state
+                    .lock()
+                    .failed(generation, After::Failing, true, Instant::now());
                 Err(StoreError::new(
                     StoreErrorKind::Timeout,
                     "Redis did not answer in time",
@@ -256,43 +344,17 @@ impl Link {
         }
     }
 
-    fn failed(&self, after: After, timeout: bool) {
-        let mut state = self.state.lock();
-        match after {
-            After::Keep => {}
-            After::Remake => {
-                tracing::warn!("Redis node changed role: reconnecting");
-                state.phase = Phase::Down { retry_at: None };
-                state.timeouts = 0;
-            }
-            After::Failing => {
-                state.failures += 1;
-                state.timeouts = if timeout { state.timeouts + 1 } else { 0 };
-                let remake = !timeout || state.timeouts >= TIMEOUTS_TO_REMAKE;
-                if state.failures >= FAILURES_TO_OPEN {
-                    state.phase = Phase::Down {
-                        retry_at: Some(Instant::now() + OPEN_FOR),
-                    };
-                    state.timeouts = 0;
-                } else if remake {
-                    state.phase = Phase::Down { retry_at: None };
-                    state.timeouts = 0;
-                }
-            }
-        }
-    }
-
     /// The connection, made on first use. Callers that arrive while it is
     /// being made wait for that attempt (bounded by the connect timeout)
     /// instead of going on without Redis. No lock is held across an `.await`.
-    async fn connection(&self) -> Result<Conn, StoreError> {
+    async fn connection(&self) -> Result<(Conn, u64), StoreError> {
         // A new attempt's task is spawned after the lock is released: a
         // runtime shutting down drops it at once, and its guard takes the lock.
         let mut spawn = None;
         let (mut attempt, generation) = {
             let mut state = self.state.lock();
             match &state.phase {
-                Phase::Up(connection) => return Ok(connection.clone()),
+                Phase::Up(connection) => return Ok((connection.clone(), state.generation)),
                 Phase::Connecting {
                     attempt,
                     generation,
@@ -342,6 +404,7 @@ impl Link {
         outcome
             .clone()
             .unwrap_or_else(|| Err(StoreError::other("no connection")))
+            .map(|connection| (connection, generation))
     }
 
     /// Starts connection attempt `generation` in its own task (a caller
@@ -431,5 +494,46 @@ impl Drop for Unfinished {
         if !self.finished {
             abandon(&self.state, self.generation);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connecting(state: &mut State) -> u64 {
+        state.generation += 1;
+        state.phase = Phase::Connecting {
+            attempt: watch::channel(None).1,
+            generation: state.generation,
+        };
+        state.generation
+    }
+
+    #[test]
+    fn a_late_failure_of_an_older_connection_changes_nothing() {
+        let mut state = State::new();
+        let old = connecting(&mut state);
+        let new = connecting(&mut state);
+        assert!(old < new);
+        let now = Instant::now();
+        // The old connection's READONLY and timeouts, arriving late, do not
+        // abandon the attempt under way nor count toward the breaker.
+        state.failed(old, After::Remake, false, now);
+        for _ in 0..FAILURES_TO_OPEN {
+            state.failed(old, After::Failing, true, now);
+        }
+        assert!(state.connecting(new));
+        assert_eq!((state.failures, state.remakes), (0, 0));
+    }
+
+    #[test]
+    fn a_connection_that_is_down_is_not_failed_twice() {
+        let mut state = State::new();
+        let generation = connecting(&mut state);
+        state.phase = Phase::Down { retry_at: None };
+        state.failed(generation, After::Failing, false, Instant::now());
+        assert_eq!(state.failures, 0);
+        assert!(matches!(state.phase, Phase::Down { retry_at: None }));
     }
 }
