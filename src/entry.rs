@@ -67,7 +67,7 @@ pub(crate) struct Entry {
     /// What the API's 401s taught about its endpoints.
     pub(crate) rejections: Arc<Rejections>,
     /// Owners of store locks that cut-off logins left behind (see `obtain`).
-    pub(crate) abandoned_locks: Mutex<Vec<String>>,
+    pub(crate) abandoned_locks: Arc<Mutex<Vec<String>>>,
     /// Its index in the taxpayer table's list (see `taxpayers`).
     pub(crate) slot: AtomicUsize,
 }
@@ -106,7 +106,7 @@ impl Entry {
             failures: FailureMemory::default(),
             login_secret: AtomicU64::new(0),
             rejections: Arc::default(),
-            abandoned_locks: Mutex::new(Vec::new()),
+            abandoned_locks: Arc::default(),
             slot: AtomicUsize::new(0),
         }
     }

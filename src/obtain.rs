@@ -5,7 +5,8 @@
 //!
 //! The lock covers the login call only: the budget slot is taken first, the
 //! lock for about the login timeout after, and it is released on every path
-//! (a login cut off leaves it to the entry's next login; an unlock the store
+//! (a login cut off releases it from a task of its own, or, when its runtime
+//! is gone, leaves it to the entry's next login; an unlock the store
 //! fails, as in a failover, is retried in the background together with the
 //! token's save, until the store answers or the lock expires). A process
 //! whose fleet slot must wait looks at the store again before asking anew,
@@ -386,7 +387,8 @@ impl Slot<'_> {
 /// it (or tries to). Released on every path: by [`release`](Self::release)
 /// when the login ends (and, if the store fails then, again in the
 /// background until it answers), and, if the login is cut off first (its
-/// task dropped, or a panic), by the entry's next login.
+/// task dropped, or a panic), from a task of its own on the current
+/// runtime, and failing that by the entry's next login.
 struct HeldLock<'a> {
     entry: &'a Entry,
     owner: String,
@@ -427,13 +429,40 @@ impl<'a> HeldLock<'a> {
 }
 
 impl Drop for HeldLock<'_> {
+    /// A login cut off (its task dropped, or a panic): the lock is released
+    /// from a task of its own on the current runtime if there is one (not
+    /// when the runtime itself is shutting down: it never runs), and, should
+    /// that not happen, by the entry's next login.
     fn drop(&mut self) {
-        if !self.released {
-            self.entry
-                .abandoned_locks
-                .lock()
-                .push(std::mem::take(&mut self.owner));
+        if self.released {
+            return;
         }
+        let owner = std::mem::take(&mut self.owner);
+        let queue = Arc::clone(&self.entry.abandoned_locks);
+        queue.lock().push(owner.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ctx = Arc::clone(&self.entry.ctx);
+        let key = self.entry.store_key.clone();
+        let span =
+            tracing::info_span!(parent: None, "myinvois_auth.unlock", entry = %self.entry.label);
+        let unlock = async move {
+            let store = &ctx.settings.token_store;
+            match tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner)).await {
+                Ok(Ok(())) => {
+                    queue.lock().retain(|queued| *queued != owner);
+                    tracing::info!("released the lock of a login that was cut off");
+                }
+                // The entry's next login tries again.
+                Ok(Err(error)) => {
+                    ctx.counters.store_error(error.kind());
+                    tracing::debug!(%error, "could not release the lock of a login cut off");
+                }
+                Err(_) => ctx.counters.store_error(StoreErrorKind::Timeout),
+            }
+        };
+        runtime.spawn(unlock.instrument(span));
     }
 }
 

@@ -1231,3 +1231,80 @@ async fn writes_to_a_replica_remake_the_connection_a_bounded_number_of_times() {
     );
     assert!(kinds.iter().all(Result::is_err), "{kinds:?}");
 }
+
+/// A Redis store whose `load` panics once this process holds an entry's
+/// lock: the login task is cut off between taking the lock and logging in.
+#[derive(Debug)]
+struct PanicsOnceLocked {
+    inner: RedisTokenStore,
+    locked: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for PanicsOnceLocked {
+    async fn load(&self, key: &str) -> Result<myinvois_auth::Loaded, myinvois_auth::StoreError> {
+        if self.locked.swap(false, Ordering::SeqCst) {
+            panic!("login task cut off (test)");
+        }
+        self.inner.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &str,
+        token: &myinvois_auth::StoredToken,
+    ) -> Result<(), myinvois_auth::StoreError> {
+        self.inner.save(key, token).await
+    }
+    async fn try_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, myinvois_auth::StoreError> {
+        let taken = self.inner.try_lock(key, owner, ttl).await?;
+        self.locked.store(taken, Ordering::SeqCst);
+        Ok(taken)
+    }
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), myinvois_auth::StoreError> {
+        self.inner.unlock(key, owner).await
+    }
+}
+
+/// A login cut off after it took the entry's lock (its task panicked, as
+/// it would be dropped mid-login) releases the lock at once, from a task
+/// of its own, instead of leaving the fleet to wait out the lock's TTL (or
+/// this process's next login of the entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_cut_off_after_taking_the_lock_releases_it_at_once() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let store = PanicsOnceLocked {
+        inner: RedisTokenStore::new(&redis.url()).unwrap(),
+        locked: Default::default(),
+    };
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(server.uri())
+        .token_store(Arc::new(store))
+        .build()
+        .unwrap();
+    let err = cache.token().await.unwrap_err();
+    assert!(matches!(err, Error::LoginAborted), "{err:?}");
+    assert_eq!(service.login_times().len(), 0, "cut off before the login");
+    let cut = Instant::now();
+    // The lock lives the login timeout + 5 s (25 s) if nobody releases it.
+    let lock = || {
+        redis
+            .cmd(&["KEYS", "myinvois-auth:lock:*"])
+            .as_array()
+            .map_or(0, <[_]>::len)
+    };
+    while lock() > 0 && cut.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "cut-off login: lock still there: {}, after {:?}",
+        lock(),
+        cut.elapsed()
+    );
+    assert_eq!(lock(), 0, "the lock was left for its TTL");
+}
