@@ -219,8 +219,14 @@ const ROUNDS_CLIENT_ID: &str = "fleet-rounds-client";
 fn counters(cache: &TokenCache) -> String {
     let stats = cache.stats();
     let e = stats.store_errors;
+    // Whether a rustls crypto provider was installed process-wide (the
+    // store installs one only for TLS).
+    let provider = match rustls::crypto::CryptoProvider::get_default() {
+        Some(_) => "installed",
+        None => "none",
+    };
     format!(
-        "logins={} store_errors={} unreachable={} timeout={} read_only={} tls={} auth={} script={} other={}",
+        "logins={} store_errors={} unreachable={} timeout={} read_only={} tls={} auth={} script={} other={} crypto_provider={provider}",
         stats.logins,
         e.total(),
         e.unreachable,
@@ -376,6 +382,26 @@ fn sentinel_with_readme_user() -> Sentinel {
         readme_user(node.port(), redis_servers::STORE_ACL_SENTINEL);
     }
     sentinel
+}
+
+/// This process's established TCP connections to `port` on loopback, as
+/// `ss -tnop` prints them (its timer column shows keepalive).
+fn this_process_connections_to(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnopH",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
+        .output()
+        .expect("ss (iproute2) not runnable");
+    let me = format!("pid={},", std::process::id());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&me))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The keys matching `pattern` on the plain server at `port`, each with its PTTL.
@@ -565,6 +591,15 @@ async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_exp
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let locks_after = keys_with_ttl(new, "myinvois-auth:lock:*");
+    // The client the store made from Sentinel's answer has TCP keepalive
+    // (the operator's node settings had none).
+    let sockets = this_process_connections_to(new);
+    eprintln!("cut login: this process's connections to the new primary: {sockets:#?}");
+    assert!(!sockets.is_empty(), "no connection to the new primary");
+    assert!(
+        sockets.iter().all(|s| s.contains("keepalive")),
+        "a connection without keepalive: {sockets:#?}"
+    );
     eprintln!(
         "cut login: the new primary reachable through Sentinel {:?} after the promotion",
         promoted.elapsed()
@@ -721,6 +756,9 @@ async fn cluster_of_three_masters_two_processes_twelve_taxpayers_twelve_logins()
     for report in &reports {
         assert_eq!(report["ok"], "12", "callers refused: {report:?}");
         assert_eq!(report["again"], "12", "{report:?}");
+        // Plain TCP: no process-wide TLS provider was chosen for the
+        // application.
+        assert_eq!(report["crypto_provider"], "none", "{report:?}");
     }
     assert_eq!(service.login_times().len(), 12, "12 logins in all");
     assert_eq!(per_node.iter().sum::<usize>(), 12, "{per_node:?}");

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::sentinel::SentinelClient;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::watch;
@@ -84,7 +85,9 @@ impl Source {
                     .map_err(failed)
             }
             Source::Cluster(client) => {
-                ensure_crypto_provider()?;
+                if cluster_may_use_tls(client) {
+                    ensure_crypto_provider()?;
+                }
                 client
                     .get_async_connection()
                     .await
@@ -92,6 +95,8 @@ impl Source {
                     .map_err(failed)
             }
             Source::Sentinel(sentinel) => {
+                // redis-rs does not say whether it reaches Sentinel over
+                // TLS: a provider is needed in case it does.
                 ensure_crypto_provider()?;
                 let primary = sentinel
                     .lock()
@@ -99,13 +104,46 @@ impl Source {
                     .async_get_client()
                     .await
                     .map_err(failed)?;
-                ConnectionManager::new_with_config(primary, config())
+                ConnectionManager::new_with_config(with_keepalive(primary), config())
                     .await
                     .map(Conn::Manager)
                     .map_err(failed)
             }
         }
     }
+}
+
+/// The TCP settings of the connections the store makes from a URL or from
+/// Sentinel's answer: no Nagle delay, and keepalive, so that a connection a
+/// firewall or a dead host dropped silently is noticed.
+pub(super) fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true).set_keepalive(
+        TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10)),
+    )
+}
+
+/// The primary's client Sentinel named, with [`tcp_settings`] unless the
+/// operator's node settings set keepalive.
+fn with_keepalive(client: redis::Client) -> redis::Client {
+    let info = client.get_connection_info();
+    if info.tcp_settings().keepalive().is_some() {
+        return client;
+    }
+    let info = info.clone().set_tcp_settings(tcp_settings());
+    redis::Client::open(info).unwrap_or(client)
+}
+
+/// Whether a Cluster client may connect over TLS. redis-rs does not say; its
+/// `Debug` shows the initial nodes' addresses and the TLS mode. Anything
+/// but a plain answer counts as TLS (a provider is then installed, which
+/// is never wrong, only unneeded).
+fn cluster_may_use_tls(client: &ClusterClient) -> bool {
+    let shown = format!("{client:?}");
+    let plain =
+        shown.contains("initial_nodes") && shown.contains("tls: None") && !shown.contains("TcpTls");
+    !plain
 }
 
 /// redis-rs builds its rustls configuration from the process-level crypto
@@ -500,6 +538,19 @@ impl Drop for Unfinished {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_is_taken_for_tls_unless_it_is_plainly_not() {
+        let plain = ClusterClient::new(vec!["redis://127.0.0.1:7000/"]).unwrap();
+        assert!(!cluster_may_use_tls(&plain), "{plain:?}");
+        let url = ClusterClient::new(vec!["rediss://127.0.0.1:7000/"]).unwrap();
+        assert!(cluster_may_use_tls(&url));
+        let mode = redis::cluster::ClusterClientBuilder::new(vec!["redis://127.0.0.1:7000/"])
+            .tls(redis::TlsMode::Secure)
+            .build()
+            .unwrap();
+        assert!(cluster_may_use_tls(&mode));
+    }
 
     fn connecting(state: &mut State) -> u64 {
         state.generation += 1;

@@ -152,7 +152,6 @@ impl RedisTokenStore {
     /// client certificates or other settings, build the client yourself:
     /// [`from_client`](Self::from_client).
     pub fn new(url: &str) -> Result<Self, crate::Error> {
-        use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
         use redis::IntoConnectionInfo;
         let invalid = |e: redis::RedisError| {
             crate::Error::InvalidConfig(format!("invalid Redis URL ({:?})", e.kind()))
@@ -160,13 +159,7 @@ impl RedisTokenStore {
         let info = url
             .into_connection_info()
             .map_err(invalid)?
-            .set_tcp_settings(
-                TcpSettings::default().set_nodelay(true).set_keepalive(
-                    TcpKeepalive::new()
-                        .with_time(Duration::from_secs(30))
-                        .with_interval(Duration::from_secs(10)),
-                ),
-            );
+            .set_tcp_settings(connection::tcp_settings());
         let client = redis::Client::open(info).map_err(invalid)?;
         Ok(Self::from_client(client))
     }
