@@ -235,8 +235,13 @@ impl Entry {
                 "the token store did not answer in time",
             ),
         };
-        self.ctx.counters.store_error(error.kind());
-        tracing::warn!(what, kind = %error.kind(), %error, "token store unavailable; going on without it");
+        if error.is_repeat() {
+            // Skipped like the calls before it in this skip period.
+            tracing::debug!(what, %error, "token store skipped");
+        } else {
+            self.ctx.counters.store_error(error.kind());
+            tracing::warn!(what, kind = %error.kind(), %error, "token store unavailable; going on without it");
+        }
         None
     }
 
@@ -456,7 +461,9 @@ impl Drop for HeldLock<'_> {
                 }
                 // The entry's next login tries again.
                 Ok(Err(error)) => {
-                    ctx.counters.store_error(error.kind());
+                    if !error.is_repeat() {
+                        ctx.counters.store_error(error.kind());
+                    }
                     tracing::debug!(%error, "could not release the lock of a login cut off");
                 }
                 Err(_) => ctx.counters.store_error(StoreErrorKind::Timeout),
@@ -487,7 +494,9 @@ impl Entry {
             {
                 Ok(Ok(())) => true,
                 Ok(Err(error)) => {
-                    ctx.counters.store_error(error.kind());
+                    if !error.is_repeat() {
+                        ctx.counters.store_error(error.kind());
+                    }
                     tracing::debug!(what, %error, "token store still failing");
                     false
                 }

@@ -40,7 +40,11 @@ pub struct CacheStats {
     /// Entries currently cached (the plain login, once used, and each taxpayer).
     pub entries: usize,
     /// Token store calls that failed, by kind (the cache went on without
-    /// the store each time).
+    /// the store each time). While the store is skipped after failures
+    /// (`RedisTokenStore`'s pause after a failed connection, or its
+    /// circuit breaker), the calls skipped in one such period count once,
+    /// as one `unreachable`: the counts say how often the store failed,
+    /// not how many calls the cache made without it.
     pub store_errors: StoreErrors,
 }
 
@@ -48,7 +52,8 @@ pub struct CacheStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreErrors {
-    /// Out of reach (refused, dropped, or skipped after repeated failures).
+    /// Out of reach (refused, dropped), and each period Redis was skipped
+    /// for after failures (once, however many calls it skipped).
     pub unreachable: u64,
     /// No answer in time.
     pub timeout: u64,

@@ -790,6 +790,11 @@ async fn a_lock_holder_killed_mid_login_costs_at_most_the_locks_ttl() {
     eprintln!(
         "killed holder: the next login went out {after:?} after the lock was taken (TTL {ttl:?})"
     );
+    // Not before the lock expired (the lock is kept), nor long after.
+    assert!(
+        after >= ttl - Duration::from_secs(1),
+        "{after:?}: the lock was ignored"
+    );
     assert!(after <= ttl + Duration::from_secs(1), "{after:?}");
 }
 
@@ -1307,4 +1312,31 @@ async fn a_login_cut_off_after_taking_the_lock_releases_it_at_once() {
         cut.elapsed()
     );
     assert_eq!(lock(), 0, "the lock was left for its TTL");
+}
+
+/// While Redis is skipped after failures, the calls skipped are counted
+/// (and logged) once per skip period, not once each: the stats say how
+/// often the store failed, not how many calls the cache did not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_errors_count_a_skip_period_once_not_every_call_skipped() {
+    let (server, service) = Service::start(3600).await;
+    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let cache = TokenCache::builder(Credentials::new("fleet-skips-client", SECRET))
+        .identity_url(server.uri())
+        .without_login_rate_limit()
+        .token_store(Arc::new(store))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for i in 0..10 {
+        cache.token_on_behalf_of(tin(i)).await.unwrap();
+    }
+    let took = started.elapsed();
+    let errors = cache.stats().store_errors;
+    eprintln!("skips: 10 logins in {took:?} with Redis out of reach: {errors:?}");
+    assert_eq!(service.login_times().len(), 10);
+    // Each connection attempt that failed, and the first call skipped in
+    // each pause after it: a few for 2 s of logins (47 counted before).
+    assert!(errors.total() <= 8, "{errors:?}");
+    assert!(errors.unreachable >= 2, "{errors:?}");
 }

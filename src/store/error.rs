@@ -78,6 +78,9 @@ impl fmt::Display for StoreErrorKind {
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,
+    /// A call skipped while the store is skipped, after the first skipped
+    /// call of that period was reported: not counted nor logged again.
+    repeat: bool,
 }
 
 impl StoreError {
@@ -86,7 +89,20 @@ impl StoreError {
         StoreError {
             kind,
             message: message.into(),
+            repeat: false,
         }
+    }
+
+    /// Marks a call skipped while the store is skipped, once the period's
+    /// first skipped call was reported.
+    pub(crate) fn repeated(mut self) -> Self {
+        self.repeat = true;
+        self
+    }
+
+    /// Whether the cache already counted this failure's period.
+    pub(crate) fn is_repeat(&self) -> bool {
+        self.repeat
     }
 
     /// A failure of no particular kind.

@@ -232,6 +232,9 @@ struct State {
     remakes: u32,
     /// When the last remake was asked for.
     last_remake: Option<Instant>,
+    /// The end of the skip period whose first skipped call was reported:
+    /// the period's other skipped calls are marked as repeats.
+    skip_reported: Option<Instant>,
 }
 
 enum Phase {
@@ -256,6 +259,7 @@ impl State {
             timeouts: 0,
             remakes: 0,
             last_remake: None,
+            skip_reported: None,
         }
     }
 
@@ -398,13 +402,17 @@ impl Link {
                     generation,
                 } => (attempt.clone(), *generation),
                 Phase::Down { retry_at: Some(at) } if Instant::now() < *at => {
-                    return Err(StoreError::new(
+                    let at = *at;
+                    let skipped = StoreError::new(
                         StoreErrorKind::Unreachable,
                         format!(
                             "Redis skipped for {:.1} s after repeated failures",
                             at.saturating_duration_since(Instant::now()).as_secs_f64()
                         ),
-                    ))
+                    );
+                    // Counted and logged once per skip period.
+                    let first = state.skip_reported.replace(at) != Some(at);
+                    return Err(if first { skipped } else { skipped.repeated() });
                 }
                 Phase::Down { .. } => {
                     let runtime = tokio::runtime::Handle::try_current()
