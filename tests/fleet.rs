@@ -151,7 +151,7 @@ fn spawn_workers(count: usize, scenario: &str, env: &[(&str, String)]) -> Vec<Ch
                 .env("FLEET_START_AT", start_at.to_string())
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -163,6 +163,14 @@ fn reports(children: Vec<Child>) -> Vec<HashMap<String, String>> {
     children
         .into_iter()
         .map(|mut child| {
+            // Read beside stdout, so a worker never blocks on a full pipe;
+            // shown if the worker fails (its panic message).
+            let mut stderr = child.stderr.take().unwrap();
+            let errors = std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+                text
+            });
             let stdout = child.stdout.take().unwrap();
             let mut report = HashMap::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -174,10 +182,9 @@ fn reports(children: Vec<Child>) -> Vec<HashMap<String, String>> {
                     }
                 }
             }
-            assert!(
-                child.wait().unwrap().success(),
-                "a worker failed: {report:?}"
-            );
+            let status = child.wait().unwrap();
+            let errors = errors.join().unwrap();
+            assert!(status.success(), "a worker failed: {report:?}\n{errors}");
             report
         })
         .collect()
@@ -285,7 +292,9 @@ async fn fleet_worker() {
             for result in cold.join_all().await {
                 match result {
                     Ok(_) => served += 1,
-                    Err(Error::RateLimited { .. }) => limited += 1,
+                    // No token within max_login_wait: refused by the budget,
+                    // or another process was still sending its login.
+                    Err(Error::RateLimited { .. } | Error::Timeout { .. }) => limited += 1,
                     Err(other) => panic!("{other:?}"),
                 }
             }
@@ -296,7 +305,7 @@ async fn fleet_worker() {
                     .await
                 {
                     Ok(_) => served += 1,
-                    Err(Error::RateLimited { .. }) => limited += 1,
+                    Err(Error::RateLimited { .. } | Error::Timeout { .. }) => limited += 1,
                     Err(other) => panic!("{other:?}"),
                 }
                 i += 1;
@@ -756,13 +765,22 @@ fn tin(i: usize) -> String {
     format!("C{i:010}")
 }
 
-/// A loopback port nobody listens on.
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port that refuses connections for as long as it is kept:
+/// bound but never listening, so no server another test starts meanwhile
+/// can be given it (a port released at once could be).
+struct DeadPort(tokio::net::TcpSocket);
+
+impl DeadPort {
+    fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        DeadPort(socket)
+    }
+
+    /// A Redis URL on it.
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.0.local_addr().unwrap().port())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -868,7 +886,8 @@ async fn processes_wait_for_the_first_connection_instead_of_skipping_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_redis_is_out_of_reach_each_process_keeps_to_its_fleet_share() {
     let (server, service) = Service::start(3600).await;
-    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let dead = DeadPort::new();
+    let store = RedisTokenStore::new(&dead.url()).unwrap();
     // Six processes share the client ID's 12 logins a minute: 2 each.
     let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
         .identity_url(server.uri())
@@ -897,7 +916,8 @@ async fn while_redis_is_out_of_reach_each_process_keeps_to_its_fleet_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_more_processes_than_logins_a_window_each_takes_a_rate_not_a_login_a_window() {
     let (server, service) = Service::start(3600).await;
-    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let dead = DeadPort::new();
+    let store = RedisTokenStore::new(&dead.url()).unwrap();
     let cache = TokenCache::builder(Credentials::new("fleet-share-client", SECRET))
         .identity_url(server.uri())
         .login_rate_limit(2, Duration::from_secs(10))
@@ -959,7 +979,8 @@ fn captured_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
 async fn a_fleet_without_fleet_size_is_warned_once_when_the_store_is_out_of_reach() {
     let (logs, _guard) = captured_logs();
     let (server, _service) = Service::start(3600).await;
-    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let dead = DeadPort::new();
+    let store = RedisTokenStore::new(&dead.url()).unwrap();
     let cache = TokenCache::builder(Credentials::new("fleet-warn-client", SECRET))
         .identity_url(server.uri())
         .token_store(Arc::new(store))
@@ -1070,7 +1091,8 @@ async fn check_runs_every_command_of_the_readme_acl() {
 async fn readiness_and_health_name_the_kind_of_failure() {
     use myinvois_auth::StoreErrorKind;
     // Out of reach.
-    let dead = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let port = DeadPort::new();
+    let dead = RedisTokenStore::new(&port.url()).unwrap();
     let err = dead.check().await.unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Unreachable, "{err}");
 
@@ -1320,7 +1342,8 @@ async fn a_login_cut_off_after_taking_the_lock_releases_it_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_errors_count_a_skip_period_once_not_every_call_skipped() {
     let (server, service) = Service::start(3600).await;
-    let store = RedisTokenStore::new(&format!("redis://127.0.0.1:{}/", dead_port())).unwrap();
+    let dead = DeadPort::new();
+    let store = RedisTokenStore::new(&dead.url()).unwrap();
     let cache = TokenCache::builder(Credentials::new("fleet-skips-client", SECRET))
         .identity_url(server.uri())
         .without_login_rate_limit()
