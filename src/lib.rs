@@ -72,7 +72,8 @@
 //! taxpayers `taxpayers`; an entry's states are in `entry` (pure decisions
 //! in `freshness`, what entries share in `context`), the one login in
 //! flight in `flight`, how a new token is obtained (store, lock, budget
-//! slot, login) in `obtain`. The login budget is `budget`, failure memory
+//! slot, login) in `obtain`, the entry's lock in the token store (held
+//! for the login only, released on every path) in `lock`. The login budget is `budget`, failure memory
 //! `failure`, 401 containment `rejection`. Counters are in `stats` (and,
 //! with the `metrics` feature, `metrics`); the middleware in `middleware`
 //! (reqwest-retry support, feature `retry`, in `retry`); taxpayer
@@ -95,6 +96,7 @@ mod error;
 mod failure;
 mod flight;
 mod freshness;
+mod lock;
 mod login;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

@@ -1,0 +1,241 @@
+//! The entry's lock in the token store, as one login of this process holds
+//! it: taken for the login call only, for about the login timeout
+//! ([`lock_ttl`]), and released on every path. When the login ends, by
+//! [`HeldLock::release`]; if the store fails then (a failover: the lock
+//! reached the replica, the token did not), the token is saved and the
+//! lock released in the background until the store answers or the lock
+//! expires ([`Entry::mend`]); if the login is cut off (its task dropped, or
+//! a panic), from a task of its own on the current runtime, and failing
+//! that by the entry's next login ([`Entry::release_abandoned_locks`]).
+//! Owner-checked everywhere: never another process's lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::clock::after;
+use crate::config::Settings;
+use crate::entry::{Entry, REFRESH_MARGIN};
+use crate::obtain::STORE_CALL_LIMIT;
+use crate::store::{lock_owner, StoreError, StoreErrorKind};
+use crate::token::AccessToken;
+
+/// How long a login may take, for the lock, when no login timeout is set.
+const LOCK_LOGIN_ALLOWANCE: Duration = Duration::from_secs(60);
+/// The lock outlives the login call by this much.
+const LOCK_MARGIN: Duration = Duration::from_secs(5);
+/// After a failed unlock, try again after this long, doubling up to
+/// [`MEND_MAX`], until the lock expires.
+const MEND_FIRST: Duration = Duration::from_millis(250);
+const MEND_MAX: Duration = Duration::from_secs(2);
+
+/// How long the entry's lock is taken for: the login timeout (or, without
+/// one, a minute) and a margin.
+pub(crate) fn lock_ttl(settings: &Settings) -> Duration {
+    settings
+        .login_timeout
+        .unwrap_or(LOCK_LOGIN_ALLOWANCE)
+        .saturating_add(LOCK_MARGIN)
+}
+
+impl Entry {
+    /// Releases the store locks that logins of this entry held when they
+    /// were dropped (their runtime shut down) or panicked: a `drop` cannot
+    /// wait for the store, so the next login does it, before it asks for
+    /// the lock itself. Owner-checked: never another process's lock.
+    pub(crate) async fn release_abandoned_locks(&self) {
+        let owners = std::mem::take(&mut *self.abandoned_locks.lock());
+        for owner in owners {
+            let store = &self.ctx.settings.token_store;
+            self.store("unlock", store.unlock(&self.store_key, &owner))
+                .await;
+            tracing::info!("released the lock of a login that was cut off");
+        }
+    }
+}
+
+/// The entry's lock in the token store, as one login of this process holds
+/// it (or tries to). Released on every path: by [`release`](Self::release)
+/// when the login ends (and, if the store fails then, again in the
+/// background until it answers), and, if the login is cut off first (its
+/// task dropped, or a panic), from a task of its own on the current
+/// runtime, and failing that by the entry's next login.
+pub(crate) struct HeldLock<'a> {
+    entry: &'a Entry,
+    owner: String,
+    /// When the lock expires by itself.
+    expires: Instant,
+    /// The store said the lock is ours (not merely that it failed to answer).
+    taken: bool,
+    released: bool,
+}
+
+impl<'a> HeldLock<'a> {
+    /// Takes the entry's lock for `ttl`: `Some` when it is ours, or when
+    /// the store did not answer (the login goes ahead as a single process's
+    /// would); `None` when another process holds it.
+    pub(crate) async fn take(entry: &'a Entry, ttl: Duration) -> Option<HeldLock<'a>> {
+        // Made before asking: a login cut off while it asks releases it too.
+        let mut lock = HeldLock {
+            entry,
+            owner: lock_owner(),
+            expires: after(Instant::now(), ttl),
+            taken: false,
+            released: false,
+        };
+        let store = &entry.ctx.settings.token_store;
+        let taken = entry
+            .store("lock", store.try_lock(&entry.store_key, &lock.owner, ttl))
+            .await;
+        match taken {
+            Some(true) => lock.taken = true,
+            None => {}
+            Some(false) => {
+                lock.released = true;
+                return None;
+            }
+        }
+        Some(lock)
+    }
+
+    /// Releases the lock; `unsaved` is the login's token when the store
+    /// failed to take it. If the unlock fails too (a failover: the lock
+    /// reached the replica, the token did not), the other processes would
+    /// wait for a token that never comes until the lock expires: the token
+    /// is shared and the lock released in the background once the store
+    /// answers again.
+    pub(crate) async fn release(mut self, unsaved: Option<AccessToken>) {
+        let (entry, store) = (self.entry, &self.entry.ctx.settings.token_store);
+        let unlocked = entry
+            .store("unlock", store.unlock(&entry.store_key, &self.owner))
+            .await;
+        self.released = true;
+        if unlocked.is_none() && self.taken {
+            entry.mend(std::mem::take(&mut self.owner), unsaved, self.expires);
+        }
+    }
+}
+
+impl Drop for HeldLock<'_> {
+    /// A login cut off (its task dropped, or a panic): the lock is released
+    /// from a task of its own on the current runtime if there is one (not
+    /// when the runtime itself is shutting down: it never runs), and, should
+    /// that not happen, by the entry's next login.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let owner = std::mem::take(&mut self.owner);
+        let queue = Arc::clone(&self.entry.abandoned_locks);
+        queue.lock().push(owner.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ctx = Arc::clone(&self.entry.ctx);
+        let key = self.entry.store_key.clone();
+        let span =
+            tracing::info_span!(parent: None, "myinvois_auth.unlock", entry = %self.entry.label);
+        let unlock = async move {
+            let store = &ctx.settings.token_store;
+            match tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner)).await {
+                Ok(Ok(())) => {
+                    queue.lock().retain(|queued| *queued != owner);
+                    tracing::info!("released the lock of a login that was cut off");
+                }
+                // The entry's next login tries again.
+                Ok(Err(error)) => {
+                    if !error.is_repeat() {
+                        ctx.counters.store_error(error.kind());
+                    }
+                    tracing::debug!(%error, "could not release the lock of a login cut off");
+                }
+                Err(_) => ctx.counters.store_error(StoreErrorKind::Timeout),
+            }
+        };
+        runtime.spawn(unlock.instrument(span));
+    }
+}
+
+impl Entry {
+    /// In the background, until the lock of `owner` expires by itself,
+    /// with back-off: saves `unsaved` (while it is still valid and the
+    /// store holds no token for the entry: never over a newer one), and
+    /// releases the lock. Both are tried in every round, so that a lock is
+    /// released even while saves fail.
+    fn mend(&self, owner: String, unsaved: Option<AccessToken>, until: Instant) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime: the lock expires by itself.
+            return;
+        };
+        let ctx = Arc::clone(&self.ctx);
+        let key = self.store_key.clone();
+        let span = tracing::info_span!(parent: None, "myinvois_auth.mend", entry = %self.label);
+        span.follows_from(tracing::Span::current().id());
+        let mend = async move {
+            let store = &ctx.settings.token_store;
+            let call = |what: &'static str, result: Result<Result<(), StoreError>, _>| match result
+            {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
+                    if !error.is_repeat() {
+                        ctx.counters.store_error(error.kind());
+                    }
+                    tracing::debug!(what, %error, "token store still failing");
+                    false
+                }
+                Err(_) => {
+                    ctx.counters.store_error(StoreErrorKind::Timeout);
+                    false
+                }
+            };
+            let (mut unsaved, mut locked) = (unsaved, true);
+            let mut pause = MEND_FIRST;
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MEND_MAX);
+                let now = Instant::now();
+                if now >= until {
+                    tracing::info!("the token store stayed out of reach until the lock expired");
+                    return;
+                }
+                if let Some(token) = unsaved.take() {
+                    let still_valid = token.0.expires > after(now, REFRESH_MARGIN);
+                    let loaded = tokio::time::timeout(STORE_CALL_LIMIT, store.load(&key)).await;
+                    match loaded {
+                        Ok(Ok(loaded)) if loaded.token.is_none() && still_valid => {
+                            let stored = token.to_stored(now);
+                            let save =
+                                tokio::time::timeout(STORE_CALL_LIMIT, store.save(&key, &stored));
+                            if !call("save", save.await) {
+                                unsaved = Some(token);
+                            }
+                        }
+                        // Another token is there, or ours is too old to share.
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => {
+                            call("load", Ok(Err(error)));
+                            unsaved = Some(token);
+                        }
+                        Err(elapsed) => {
+                            call("load", Err(elapsed));
+                            unsaved = Some(token);
+                        }
+                    }
+                }
+                if locked {
+                    let unlock = tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner));
+                    if call("unlock", unlock.await) {
+                        locked = false;
+                        tracing::info!("the token store answers again: lock released");
+                    }
+                }
+                if !locked && unsaved.is_none() {
+                    return;
+                }
+            }
+        };
+        runtime.spawn(mend.instrument(span));
+    }
+}
