@@ -54,6 +54,11 @@ impl Progress {
     pub(crate) fn set(&self, phase: Phase) {
         self.0.send_replace(phase);
     }
+
+    /// Whether the login waits for another process of the fleet.
+    fn awaiting_fleet(&self) -> bool {
+        matches!(*self.0.borrow(), Phase::AwaitingFleet)
+    }
 }
 
 /// The login in flight for an entry: where it stands, and how urgently it
@@ -71,6 +76,36 @@ impl Flight {
 }
 
 impl Entry {
+    /// A new token: served from now on; the failure memory and the retry
+    /// pause are over (that pause is for failed refreshes only: the new
+    /// token's refresh point decides the next one).
+    fn publish(&self, token: &AccessToken) {
+        self.current.store(Some(Arc::clone(&token.0)));
+        self.failures.forget();
+        self.refresh_not_before.store(0, Ordering::Relaxed);
+    }
+
+    /// Remembers a failed login, unless it is a failure a new login cannot
+    /// cure and the secret it was sent with has been rotated since (the
+    /// new one may cure it: `invalid_client` while the old is revoked).
+    fn remember_failure(&self, error: Error) -> Error {
+        let credentials = &self.ctx.settings.credentials;
+        let sent_with = self.login_secret.load(Ordering::Relaxed);
+        let lasting = Class::of(&error) == Some(Class::Lasting);
+        if lasting && sent_with != credentials.generation() {
+            return error;
+        }
+        let policy = &self.ctx.settings.failure_policy;
+        let error = self.failures.remember(error, Instant::now(), policy);
+        // Rotated between the look above and now: `rotate_secret` moves the
+        // generation on before it forgets, so either it forgot this, or
+        // this sees the new generation.
+        if lasting && sent_with != credentials.generation() {
+            self.failures.forget_lasting();
+        }
+        error
+    }
+
     /// Waits for a login's token. A login that started long ago can deliver a
     /// token that has expired by now: it is never served; one fresh login is
     /// tried instead, and if that token too arrives expired, it is an error.
@@ -201,28 +236,13 @@ impl Entry {
             };
             let result = match result {
                 Ok(token) => {
-                    entry.current.store(Some(Arc::clone(&token.0)));
-                    entry.failures.forget();
-                    // The retry pause is for failed refreshes only: the new
-                    // token's own refresh point decides the next one.
-                    entry.refresh_not_before.store(0, Ordering::Relaxed);
+                    entry.publish(&token);
                     Ok(token)
                 }
-                // A failure a new login cannot cure is remembered, unless
-                // the secret it was sent with has been rotated since (the new
-                // one may cure it: `invalid_client` while the old is revoked).
-                Err(error)
-                    if Class::of(&error) == Some(Class::Lasting)
-                        && entry.login_secret.load(Ordering::Relaxed)
-                            != entry.ctx.settings.credentials.generation() =>
-                {
-                    Err(error)
-                }
-                Err(error) => Err(entry.failures.remember(
-                    error,
-                    Instant::now(),
-                    &entry.ctx.settings.failure_policy,
-                )),
+                // Gave up waiting for another process's login: no login of
+                // this process failed, nothing to remember.
+                Err(error) if progress.awaiting_fleet() => Err(error),
+                Err(error) => Err(entry.remember_failure(error)),
             };
             // The token is stored before the login stops being "in flight", so
             // a caller that finds no login in flight finds the token.

@@ -144,6 +144,9 @@ impl Entry {
             let result = self.login_now(progress).await;
             let unsaved = match &result {
                 Ok(token) => {
+                    // Saved (and the lock released) before the callers here
+                    // have it: a process that exits once its callers are
+                    // served must not leave the fleet waiting out the lock.
                     let stored = token.to_stored(Instant::now());
                     let saved = self.store("save", store.save(&self.store_key, &stored));
                     saved.await.is_none().then(|| token.clone())

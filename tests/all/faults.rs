@@ -468,6 +468,24 @@ async fn max_login_wait_bounds_a_caller_while_another_process_holds_the_login() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn giving_up_on_another_processs_login_is_not_remembered_as_a_failure() {
+    let identity = Identity::start().await;
+    let (store, until) = locked_until();
+    let cache = identity.builder().token_store(store).build().unwrap();
+    // Another process holds the entry's login for 66 s, past this
+    // process's lock allowance (no login timeout: 60 s, plus 5).
+    let t0 = Instant::now();
+    *until.lock().unwrap() = Some(t0 + Duration::from_secs(66));
+    assert!(cache.token().await.is_err(), "the caller's bound");
+    tokio::time::sleep_until(t0 + Duration::from_millis(65_200)).await;
+    // Its login gave up at 65 s; no login failed. The next caller starts
+    // another at once (not a remembered Timeout) and gets a token.
+    cache.token().await.unwrap();
+    assert_eq!(cache.stats().answered_from_memory, 0);
+    assert_eq!(identity.login_count().await, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn max_login_wait_bounds_a_caller_whose_login_waits_for_the_fleet_then_for_a_slot() {
     let identity = Identity::start().await;
     let (store, until) = locked_until();
