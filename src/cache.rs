@@ -215,7 +215,7 @@ impl TokenCache {
     ///         let fresh = cache.token().await?; // one new login, shared by everyone
     ///         # let _ = fresh;
     ///     }
-    /// } else {
+    /// } else if response.status().is_success() {
     ///     cache.accepted(&token, &http::Method::GET, "/api/v1.0/documenttypes");
     /// }
     /// # Ok(()) }
@@ -246,16 +246,18 @@ impl TokenCache {
     }
 
     /// Tells the cache that the API answered `token`'s call to `method`
-    /// `path` with something other than 401, ending what a 401 there had
-    /// taught (see [`rejected`](Self::rejected)). Two atomic loads when
-    /// nothing was taught.
+    /// `path` in a way that shows the token got through (any status but
+    /// 401, 407, 408, 429 and 5xx, which a gateway may answer before
+    /// looking at the token), ending what a 401 there had taught (see
+    /// [`rejected`](Self::rejected)). Two snapshot loads when nothing was
+    /// taught.
     #[inline]
     pub fn accepted(&self, token: &AccessToken, method: &http::Method, path: &str) {
         let learned = &self.inner.ctx.learned;
         if token.0.rejections.any() || learned.any() {
-            let endpoint = endpoint(method, path);
-            token.0.rejections.accepted(&endpoint);
-            learned.accepted(&endpoint);
+            let (endpoint, now) = (endpoint(method, path), Instant::now());
+            token.0.rejections.accepted(&endpoint, now);
+            learned.accepted(&endpoint, now);
         }
     }
 

@@ -14,6 +14,7 @@ use crate::config::parse_secure_url;
 use crate::error::Error;
 use crate::login::ON_BEHALF_OF;
 use crate::redact;
+use crate::rejection::shows_token_got_through;
 use crate::taxpayer::OnBehalfOf;
 use crate::token::AccessToken;
 
@@ -222,7 +223,9 @@ impl Middleware for AuthMiddleware {
             .insert(AUTHORIZATION, token.authorization_header());
         let response = next.clone().run(request, extensions).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
-            self.cache.accepted(&token, method, path);
+            if shows_token_got_through(response.status()) {
+                self.cache.accepted(&token, method, path);
+            }
             return Ok(response);
         }
         if !self.cache.rejected(&token, method, path) {
@@ -248,7 +251,7 @@ impl Middleware for AuthMiddleware {
         if response.status() == StatusCode::UNAUTHORIZED {
             // Rejected with a fresh token too: learned, nothing invalidated.
             self.cache.rejected(&fresh, &method, &path);
-        } else {
+        } else if shows_token_got_through(response.status()) {
             self.cache.accepted(&fresh, &method, &path);
         }
         Ok(response)

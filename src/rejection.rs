@@ -14,19 +14,30 @@
 //!   token: its 401s are handed to the caller and nothing is invalidated,
 //!   for `rejection_memory` after the last of them (so an endpoint that
 //!   keeps rejecting costs one login however long it does);
-//! - what one entry learned is taken by every other entry of the cache
-//!   ([`Learned`]): a permission the client ID lacks rejects every
-//!   taxpayer's token, and learning it again per taxpayer would cost a
-//!   login each (700 taxpayers: an hour of the budget);
-//! - any other answer from the endpoint clears its records (the entry's and
-//!   the cache's), so a real revocation (many requests with one revoked
-//!   token) still costs exactly one login, also right after a rejection was
-//!   learned elsewhere.
+//! - what an entry learned is taken by every other entry of the cache
+//!   ([`Learned`]) for `rejection_memory` after it was learned: a
+//!   permission the client ID lacks rejects every taxpayer's token, and
+//!   learning it again per taxpayer would cost a login each. An entry that
+//!   only follows the cache's record still tries a new token once its own
+//!   token has been rejected there for a whole `rejection_memory` (a
+//!   permission may be lacking for one taxpayer only, and another's token
+//!   may really be revoked), and the cache's record is renewed only by an
+//!   entry learning it anew: a revoked token is never kept longer than
+//!   that;
+//! - an answer that shows the token got through (anything but 401, 407,
+//!   408, 429 and 5xx, which a gateway may give before looking at it)
+//!   clears the endpoint's records, so a real revocation (many requests
+//!   with one revoked token) still costs exactly one login.
+//!
+//! Records are read without a lock (a snapshot), written under one, and
+//! dropped when they end, so that once nothing is remembered an answer
+//! costs two atomic loads again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -34,8 +45,8 @@ use crate::clock::after;
 
 /// Default for [`TokenCacheBuilder::rejection_memory`](crate::TokenCacheBuilder::rejection_memory): 10 minutes.
 pub const DEFAULT_REJECTION_MEMORY: Duration = Duration::from_secs(10 * 60);
-/// Endpoints remembered per entry (and per cache); past it, the oldest
-/// records are dropped.
+/// Endpoints remembered per entry (and per cache); past it, the records
+/// that end first are dropped.
 const MAX_ENDPOINTS: usize = 64;
 
 /// What to do about a 401.
@@ -47,65 +58,83 @@ pub(crate) enum Verdict {
     NotTheToken,
 }
 
-/// Records by endpoint, at most [`MAX_ENDPOINTS`], with their number
-/// readable without the lock (on every answer from the API).
+/// Whether an answer other than 401 shows that the token got through: a
+/// proxy or gateway may answer 407, 408, 429 or 5xx before looking at it.
+pub(crate) fn shows_token_got_through(status: http::StatusCode) -> bool {
+    !(status == http::StatusCode::UNAUTHORIZED
+        || status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        || status == http::StatusCode::REQUEST_TIMEOUT
+        || status == http::StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error())
+}
+
+/// Records by endpoint, each with the instant it ends, at most
+/// [`MAX_ENDPOINTS`]: read from a snapshot without a lock (on every answer
+/// from the API), written under a lock; ended records are dropped.
 #[derive(Debug)]
 struct ByEndpoint<V> {
-    len: AtomicUsize,
-    map: Mutex<HashMap<String, V>>,
+    snapshot: ArcSwap<HashMap<String, (V, Instant)>>,
+    write: Mutex<()>,
 }
 
 impl<V> Default for ByEndpoint<V> {
     fn default() -> Self {
         ByEndpoint {
-            len: AtomicUsize::new(0),
-            map: Mutex::new(HashMap::new()),
+            snapshot: ArcSwap::from_pointee(HashMap::new()),
+            write: Mutex::new(()),
         }
     }
 }
 
-impl<V> ByEndpoint<V> {
-    /// Whether anything is recorded (one atomic load).
+impl<V: Clone> ByEndpoint<V> {
+    /// Whether anything is recorded (a snapshot load).
     #[inline]
     fn any(&self) -> bool {
-        self.len.load(Ordering::Relaxed) > 0
+        !self.snapshot.load().is_empty()
     }
 
-    /// Changes the records with `change`; past the limit, drops those that
-    /// ended (by `ends`) at `now`, then the oldest to end.
+    /// `endpoint`'s record, unless it has ended at `now`.
+    fn get(&self, endpoint: &str, now: Instant) -> Option<V> {
+        let snapshot = self.snapshot.load();
+        let (value, ends) = snapshot.get(endpoint)?;
+        (now < *ends).then(|| value.clone())
+    }
+
+    /// Changes the records with `change` (given a copy of them), drops
+    /// those ended at `now` and, past the limit, those that end first.
     fn update<R>(
         &self,
         now: Instant,
-        ends: impl Fn(&V) -> Instant,
-        change: impl FnOnce(&mut HashMap<String, V>) -> R,
+        change: impl FnOnce(&mut HashMap<String, (V, Instant)>) -> R,
     ) -> R {
-        let mut map = self.map.lock();
-        let result = change(&mut map);
-        if map.len() > MAX_ENDPOINTS {
-            map.retain(|_, v| now < ends(v));
-            while map.len() > MAX_ENDPOINTS {
-                let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, v)| ends(v))
-                    .map(|(e, _)| e.clone())
-                else {
-                    break;
-                };
-                map.remove(&oldest);
-            }
+        let _writing = self.write.lock();
+        let mut records = HashMap::clone(&self.snapshot.load());
+        let result = change(&mut records);
+        records.retain(|_, (_, ends)| now < *ends);
+        while records.len() > MAX_ENDPOINTS {
+            let Some(first) = records
+                .iter()
+                .min_by_key(|(_, (_, ends))| *ends)
+                .map(|(endpoint, _)| endpoint.clone())
+            else {
+                break;
+            };
+            records.remove(&first);
         }
-        self.len.store(map.len(), Ordering::Relaxed);
+        self.snapshot.store(Arc::new(records));
         result
     }
 
-    /// Forgets `endpoint`'s record.
-    fn remove(&self, endpoint: &str) {
-        if !self.any() {
-            return;
-        }
-        let mut map = self.map.lock();
-        if map.remove(endpoint).is_some() {
-            self.len.store(map.len(), Ordering::Relaxed);
+    /// `endpoint` showed a token got through: its record goes, and so do
+    /// records that have ended (so that `any` turns false again).
+    fn accepted(&self, endpoint: &str, now: Instant) {
+        let snapshot = self.snapshot.load();
+        let stale =
+            snapshot.contains_key(endpoint) || snapshot.values().any(|(_, ends)| now >= *ends);
+        if stale {
+            self.update(now, |records| {
+                records.remove(endpoint);
+            });
         }
     }
 }
@@ -116,25 +145,15 @@ pub(crate) struct Rejections(ByEndpoint<Record>);
 
 #[derive(Debug, Clone, Copy)]
 enum Record {
-    /// `token` was rejected here at `at`.
-    Rejected { token: u64, at: Instant },
-    /// Rejects every token; hand its 401s back until `until`.
-    Learned { until: Instant },
-}
-
-impl Record {
-    /// When it stops counting.
-    fn ends(&self, memory: Duration) -> Instant {
-        match *self {
-            Record::Rejected { at, .. } => after(at, memory),
-            Record::Learned { until } => until,
-        }
-    }
+    /// `token` was rejected here, first at `since`.
+    Rejected { token: u64, since: Instant },
+    /// Rejects every token: hand its 401s back while the record lasts.
+    Learned,
 }
 
 impl Rejections {
     /// A 401 from `endpoint` to the token `token` (its identity); `cache`
-    /// is what every entry of the cache learned.
+    /// is what the entries of the cache learned.
     pub(crate) fn rejected(
         &self,
         endpoint: &str,
@@ -144,83 +163,97 @@ impl Rejections {
         cache: &Learned,
     ) -> Verdict {
         let until = after(now, memory);
-        let verdict = self.0.update(
-            now,
-            |record| record.ends(memory),
-            |records| {
-                let learned_here = match records.get(endpoint) {
-                    Some(Record::Learned { until }) => now < *until,
-                    Some(Record::Rejected { token: before, at }) => {
-                        *before != token && now < after(*at, memory)
-                    }
-                    None => false,
-                };
-                if learned_here {
-                    records.insert(endpoint.to_owned(), Record::Learned { until });
-                    return Verdict::NotTheToken;
+        let (verdict, learned_now) = self.0.update(now, |records| {
+            let record = records
+                .get(endpoint)
+                .filter(|(_, ends)| now < *ends)
+                .map(|(record, _)| *record);
+            let (record, verdict, learned_now) = match record {
+                // Learned here: it lasts while the 401s go on.
+                Some(Record::Learned) => (Record::Learned, Verdict::NotTheToken, false),
+                // A second token rejected: not about the token.
+                Some(Record::Rejected { token: before, .. }) if before != token => {
+                    (Record::Learned, Verdict::NotTheToken, true)
                 }
-                // Remember this token, in case the next 401 here comes with another.
-                records.insert(endpoint.to_owned(), Record::Rejected { token, at: now });
-                if cache.holds(endpoint, now) {
-                    Verdict::NotTheToken
-                } else {
-                    Verdict::Renew
+                // The same token again: a burst with one revoked token, or
+                // an endpoint the cache learned rejects every token. Follow
+                // the cache, but not past a whole memory for one token.
+                Some(Record::Rejected { since, .. }) => {
+                    let follow = cache.holds(endpoint, now) && now < after(since, memory);
+                    let verdict = if follow {
+                        Verdict::NotTheToken
+                    } else {
+                        Verdict::Renew
+                    };
+                    (Record::Rejected { token, since }, verdict, false)
                 }
-            },
-        );
-        if verdict == Verdict::NotTheToken {
+                None => {
+                    let verdict = if cache.holds(endpoint, now) {
+                        Verdict::NotTheToken
+                    } else {
+                        Verdict::Renew
+                    };
+                    (Record::Rejected { token, since: now }, verdict, false)
+                }
+            };
+            // A renewal starts the count again for the next token.
+            let record = match (record, verdict) {
+                (Record::Rejected { token, .. }, Verdict::Renew) => {
+                    Record::Rejected { token, since: now }
+                }
+                (record, _) => record,
+            };
+            records.insert(endpoint.to_owned(), (record, until));
+            (verdict, learned_now)
+        });
+        if learned_now {
             cache.learn(endpoint, now, until);
         }
         verdict
     }
 
-    /// Whether anything is recorded (one atomic load).
+    /// Whether anything is recorded (a snapshot load).
     #[inline]
     pub(crate) fn any(&self) -> bool {
         self.0.any()
     }
 
-    /// `endpoint` answered something other than 401: its rejections were
-    /// about the token after all, or are over.
-    pub(crate) fn accepted(&self, endpoint: &str) {
-        self.0.remove(endpoint);
+    /// `endpoint` answered in a way that shows the token got through: its
+    /// rejections were about the token after all, or are over.
+    pub(crate) fn accepted(&self, endpoint: &str, now: Instant) {
+        self.0.accepted(endpoint, now);
     }
 }
 
-/// The endpoints that rejected every token lately, learned by any entry of
-/// a cache: a 401 there is not about the token, for any taxpayer, until the
-/// endpoint accepts a token again or `rejection_memory` passes without a 401.
+/// The endpoints an entry of a cache learned reject every token: a 401
+/// there is not about the token, for any taxpayer, until the endpoint
+/// accepts a token again or `rejection_memory` passes since it was learned.
 #[derive(Debug, Default)]
-pub(crate) struct Learned(ByEndpoint<Instant>);
+pub(crate) struct Learned(ByEndpoint<()>);
 
 impl Learned {
     /// Whether `endpoint` is known to reject every token at `now`.
     fn holds(&self, endpoint: &str, now: Instant) -> bool {
-        self.0.any() && self.0.map.lock().get(endpoint).is_some_and(|u| now < *u)
+        self.0.get(endpoint, now).is_some()
     }
 
-    /// `endpoint` rejected a token that a new one would not replace: it
-    /// holds until `until` at least.
+    /// An entry learned that `endpoint` rejects every token: it holds until
+    /// `until`.
     fn learn(&self, endpoint: &str, now: Instant, until: Instant) {
-        self.0.update(
-            now,
-            |u| *u,
-            |map| {
-                let held = map.entry(endpoint.to_owned()).or_insert(until);
-                *held = (*held).max(until);
-            },
-        );
+        self.0.update(now, |records| {
+            records.insert(endpoint.to_owned(), ((), until));
+        });
     }
 
-    /// Whether anything is recorded (one atomic load).
+    /// Whether anything is recorded (a snapshot load).
     #[inline]
     pub(crate) fn any(&self) -> bool {
         self.0.any()
     }
 
     /// `endpoint` accepted a token: it does not reject every token.
-    pub(crate) fn accepted(&self, endpoint: &str) {
-        self.0.remove(endpoint);
+    pub(crate) fn accepted(&self, endpoint: &str, now: Instant) {
+        self.0.accepted(endpoint, now);
     }
 }
 
@@ -250,6 +283,7 @@ mod tests {
     use super::*;
 
     const MEMORY: Duration = Duration::from_secs(600);
+    const S: fn(u64) -> Duration = Duration::from_secs;
 
     impl Rejections {
         /// With a cache that has learned nothing else.
@@ -276,6 +310,23 @@ mod tests {
         assert_eq!(endpoint(&get, "/"), "GET /");
     }
 
+    #[test]
+    fn only_answers_past_the_token_check_clear_what_was_learned() {
+        use http::StatusCode;
+        for status in [200, 201, 204, 302, 400, 403, 404, 409, 422] {
+            assert!(
+                shows_token_got_through(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
+        for status in [401, 407, 408, 429, 500, 502, 503, 504] {
+            assert!(
+                !shows_token_got_through(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_second_token_rejected_at_one_endpoint_teaches_it_is_not_the_token() {
         let r = Rejections::default();
@@ -297,12 +348,26 @@ mod tests {
     async fn an_accepted_call_clears_the_record_so_a_revocation_is_about_the_token_again() {
         let r = Rejections::default();
         let now = Instant::now();
-        r.accepted("GET /x"); // nothing recorded: nothing happens
+        r.accepted("GET /x", now); // nothing recorded: nothing happens
         assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
-        r.accepted("GET /x");
+        r.accepted("GET /x", now);
         assert!(!r.any());
         // Token 2 revoked later: about the token, not learned.
         assert_eq!(r.alone("GET /x", 2, now), Verdict::Renew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_that_ended_are_dropped_so_answers_cost_nothing_again() {
+        let (r, cache) = (Rejections::default(), Learned::default());
+        let t0 = Instant::now();
+        r.rejected("GET /x", 1, t0, MEMORY, &cache);
+        r.rejected("GET /x", 2, t0, MEMORY, &cache);
+        assert!(r.any() && cache.any());
+        // Another endpoint answers, after the records ended: they go.
+        let later = t0 + MEMORY;
+        r.accepted("GET /other", later);
+        cache.accepted("GET /other", later);
+        assert!(!r.any() && !cache.any());
     }
 
     #[tokio::test(start_paused = true)]
@@ -312,12 +377,12 @@ mod tests {
         for i in 0..200 {
             r.alone(&format!("GET /e{i}"), 1, now);
         }
-        assert!(r.0.map.lock().len() <= MAX_ENDPOINTS);
+        assert!(r.0.snapshot.load().len() <= MAX_ENDPOINTS);
         let cache = Learned::default();
         for i in 0..200 {
             cache.learn(&format!("GET /e{i}"), now, now + MEMORY);
         }
-        assert!(cache.0.map.lock().len() <= MAX_ENDPOINTS);
+        assert!(cache.0.snapshot.load().len() <= MAX_ENDPOINTS);
     }
 
     #[tokio::test(start_paused = true)]
@@ -332,7 +397,7 @@ mod tests {
         );
         // A 401 every 5 minutes for an hour: learned all along.
         for i in 1..=12 {
-            let now = t0 + Duration::from_secs(300 * i);
+            let now = t0 + S(300 * i);
             assert_eq!(
                 r.rejected("GET /x", 2, now, MEMORY, &cache),
                 Verdict::NotTheToken,
@@ -340,7 +405,7 @@ mod tests {
             );
         }
         // Quiet for the whole memory: a 401 is about the token again.
-        let later = t0 + Duration::from_secs(3600) + MEMORY;
+        let later = t0 + S(3600) + MEMORY;
         assert_eq!(
             r.rejected("GET /x", 2, later, MEMORY, &cache),
             Verdict::Renew
@@ -364,7 +429,7 @@ mod tests {
         );
         // b's next token, and c's first: no login spent.
         assert_eq!(
-            b.rejected("GET /x", 7, now, MEMORY, &cache),
+            b.rejected("GET /x", 8, now, MEMORY, &cache),
             Verdict::NotTheToken
         );
         assert_eq!(
@@ -375,11 +440,43 @@ mod tests {
         assert_eq!(c.rejected("GET /y", 9, now, MEMORY, &cache), Verdict::Renew);
         // The endpoint accepts a token: a 401 there is about the token again
         // for entries that learned nothing themselves.
-        cache.accepted("GET /x");
+        cache.accepted("GET /x", now);
         assert_eq!(c.rejected("GET /x", 9, now, MEMORY, &cache), Verdict::Renew);
         assert_eq!(
             a.rejected("GET /x", 2, now, MEMORY, &cache),
             Verdict::NotTheToken
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn following_the_cache_never_keeps_a_token_past_a_whole_memory() {
+        // x learned that /e rejects every token of x; a's token is really
+        // revoked, and a only calls /e. x goes on being rejected there.
+        let (x, a, cache) = (
+            Rejections::default(),
+            Rejections::default(),
+            Learned::default(),
+        );
+        let t0 = Instant::now();
+        assert_eq!(x.rejected("GET /e", 1, t0, MEMORY, &cache), Verdict::Renew);
+        assert_eq!(
+            x.rejected("GET /e", 2, t0, MEMORY, &cache),
+            Verdict::NotTheToken
+        );
+        let mut renewed = None;
+        for minute in 1..=30 {
+            let now = t0 + S(60 * minute);
+            x.rejected("GET /e", 2, now, MEMORY, &cache);
+            if a.rejected("GET /e", 5, now, MEMORY, &cache) == Verdict::Renew {
+                renewed = Some(minute);
+                break;
+            }
+        }
+        // Its first 401 was at minute 1; renewed once it had been rejected
+        // for a whole memory (x's 401s do not keep the cache's record alive).
+        assert!(
+            renewed.is_some_and(|m| m <= 11),
+            "renewed at minute {renewed:?}"
         );
     }
 }

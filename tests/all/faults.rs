@@ -354,6 +354,91 @@ async fn an_endpoint_rejecting_every_token_of_the_client_costs_one_login_not_one
     assert_eq!(identity.login_count().await, 15);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_revoked_token_is_replaced_within_the_memory_while_another_taxpayer_lacks_a_permission() {
+    use reqwest::StatusCode;
+    let Forbidden {
+        identity,
+        api,
+        cache,
+        client,
+        accepting,
+        _server: _running,
+        ..
+    } = Forbidden::start(|builder| builder).await;
+    let signing = accepting.replace("documenttypes", "signing");
+    let path = "/api/v1.0/signing";
+    // X has not granted the permission /signing needs; A has.
+    let (x, a) = ("C8000000001", "C8000000002");
+    api.reject_path_for(path, x);
+    for tin in [x, a] {
+        let r = as_taxpayer(&client, accepting.clone(), Some(tin))
+            .send()
+            .await;
+        assert_eq!(r.unwrap().status(), StatusCode::OK);
+    }
+    // X learns /signing rejects it; then A's token is really revoked.
+    for _ in 0..2 {
+        let r = as_taxpayer(&client, signing.clone(), Some(x)).send().await;
+        assert_eq!(r.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    api.revoke(cache.token_on_behalf_of(a).await.unwrap().secret());
+    // Both call /signing once a minute; A is served again within the
+    // rejection memory (10 minutes), X's 401s cost nothing.
+    let mut served_at = None;
+    for minute in 1..=30 {
+        let r = as_taxpayer(&client, signing.clone(), Some(x)).send().await;
+        assert_eq!(r.unwrap().status(), StatusCode::UNAUTHORIZED);
+        let r = as_taxpayer(&client, signing.clone(), Some(a)).send().await;
+        if r.unwrap().status() == StatusCode::OK {
+            served_at = Some(minute);
+            break;
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+    }
+    assert!(
+        served_at.is_some_and(|m| m <= 11),
+        "A served at minute {served_at:?}"
+    );
+    // 2 cold, 1 for X to learn, 1 for A's revoked token.
+    assert_eq!(identity.login_count().await, 4);
+}
+
+/// An endpoint that answers 401 to every token, except that a rate limiter
+/// in front of it answers every third request with 429 first.
+struct RejectingBehindALimiter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl wiremock::Respond for RejectingBehindALimiter {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n % 3 == 2 {
+            ResponseTemplate::new(429)
+        } else {
+            ResponseTemplate::new(401)
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_a_gateway_gives_before_the_token_check_do_not_unlearn_a_rejection() {
+    let identity = Identity::start().await;
+    let api = wiremock::MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(RejectingBehindALimiter(Default::default()))
+        .mount(&api)
+        .await;
+    let cache = identity.cache();
+    let client = crate::support::client(&cache, &api);
+    for i in 0..20 {
+        let status = client.get(api.uri()).send().await.unwrap().status();
+        assert!(status == 401 || status == 429, "call {i}: {status}");
+        tokio::time::advance(Duration::from_secs(10)).await;
+    }
+    // One cold login, one to learn: a 429 (or a 5xx) says nothing about the
+    // token, so it does not make the next 401 look like a revocation.
+    assert_eq!(identity.login_count().await, 2);
+}
+
 #[tokio::test]
 async fn a_401_on_a_streaming_request_retires_its_token_so_the_next_call_logs_in() {
     use crate::support::{bearers, client, Api};

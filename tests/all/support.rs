@@ -137,6 +137,9 @@ struct ApiState {
     reject_all: bool,
     /// Paths that answer 401 to every token (a permission the client lacks).
     rejecting_paths: HashSet<String>,
+    /// (path, taxpayer): 401 to every token of that taxpayer there (a
+    /// permission that taxpayer has not granted).
+    rejecting_for: HashSet<(String, String)>,
 }
 
 impl Api {
@@ -174,6 +177,15 @@ impl Api {
             .insert(path.to_owned());
     }
 
+    /// From now on, answer 401 to every token of `taxpayer` on `path`.
+    pub fn reject_path_for(&self, path: &str, taxpayer: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .rejecting_for
+            .insert((path.to_owned(), taxpayer.to_owned()));
+    }
+
     /// From now on, `path` accepts tokens again (a permission granted).
     pub fn allow_path(&self, path: &str) {
         self.state.lock().unwrap().rejecting_paths.remove(path);
@@ -188,7 +200,15 @@ impl Respond for Api {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let path_rejects = state.rejecting_paths.contains(request.url.path());
+        let taxpayer = request
+            .headers
+            .get("onbehalfof")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let path_rejects = state.rejecting_paths.contains(request.url.path())
+            || state
+                .rejecting_for
+                .contains(&(request.url.path().to_owned(), taxpayer.to_owned()));
         match bearer {
             Some(t) if !state.reject_all && !path_rejects && !state.rejected.contains(t) => {
                 ResponseTemplate::new(200).set_body_string("ok")
