@@ -95,6 +95,7 @@ impl StoreError {
 
     /// Marks a call skipped while the store is skipped, once the period's
     /// first skipped call was reported.
+    #[cfg(feature = "redis")]
     pub(crate) fn repeated(mut self) -> Self {
         self.repeat = true;
         self
