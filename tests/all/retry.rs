@@ -225,19 +225,26 @@ async fn invalid_client_fails_at_once_after_one_attempt() {
     assert!(api.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn the_helper_finds_the_login_error_in_either_stack_order() {
+/// An identity service that answers 503 to every login, a cache on it with
+/// a short transient back-off, an API, and a URL on it.
+async fn unavailable() -> (Identity, wiremock::MockServer, TokenCache, String) {
     let identity = Identity::empty().await;
     identity.answer(ResponseTemplate::new(503)).await;
     let (api, _) = Api::start().await;
     let url = format!("{}/api/v1.0/documenttypes", api.uri());
-
-    // Retry outside auth: the error comes wrapped in RetryError::WithRetries.
     let cache = identity
         .builder()
         .transient_error_backoff(Duration::from_millis(20), Duration::from_millis(40))
         .build()
         .unwrap();
+    (identity, api, cache, url)
+}
+
+#[tokio::test]
+async fn the_helper_finds_the_login_error_in_either_stack_order() {
+    let (identity, api, cache, url) = unavailable().await;
+
+    // Retry outside auth: the error comes wrapped in RetryError::WithRetries.
     let err = documented_stack(&cache, &api, 2)
         .get(&url)
         .send()
@@ -312,15 +319,7 @@ impl std::error::Error for AppError {
 
 #[tokio::test]
 async fn the_helper_finds_the_login_error_after_the_app_converted_it() {
-    let identity = Identity::empty().await;
-    identity.answer(ResponseTemplate::new(503)).await;
-    let (api, _) = Api::start().await;
-    let url = format!("{}/api/v1.0/documenttypes", api.uri());
-    let cache = identity
-        .builder()
-        .transient_error_backoff(Duration::from_millis(20), Duration::from_millis(40))
-        .build()
-        .unwrap();
+    let (_identity, api, cache, url) = unavailable().await;
     let client = documented_stack(&cache, &api, 1);
     let failed = || async { client.get(&url).send().await.unwrap_err() };
     let is_503 =
