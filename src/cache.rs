@@ -200,8 +200,10 @@ impl TokenCache {
     /// endpoint has rejected a second, different token, its 401s are taken
     /// not to be about the token: nothing is invalidated, the answer is
     /// `false`, for [`rejection_memory`](TokenCacheBuilder::rejection_memory)
-    /// or until [`accepted`](Self::accepted) is told otherwise. So an
-    /// endpoint that rejects every token costs at most one login, and a
+    /// after the last 401 there, or until [`accepted`](Self::accepted) is
+    /// told otherwise; other taxpayers of the cache follow what one learned
+    /// (see the README's "Add auth" section for the bounds). So an endpoint
+    /// that rejects every token costs at most one login per taxpayer, and a
     /// revoked token is still replaced by one login however many calls it
     /// fails. Path segments holding a digit (IDs) are treated as alike.
     ///

@@ -523,10 +523,12 @@ impl TokenCacheBuilder {
     }
 
     /// How long an API endpoint that rejected two different tokens with 401
-    /// is taken to reject every token: its 401s are then handed to the
-    /// caller without invalidating the token or logging in again (a new
-    /// token would not cure them). An answer other than 401 from it ends
-    /// this at once. See [`AuthMiddleware`](crate::AuthMiddleware).
+    /// is taken to reject every token, after its last 401: its 401s are
+    /// then handed to the caller without invalidating the token or logging
+    /// in again (a new token would not cure them). An answer that shows a
+    /// token got through (not 401, 407, 408, 429 or 5xx) ends this at once.
+    /// Other taxpayers of the cache follow what one learned for this long
+    /// after it was learned. See [`TokenCache::rejected`](crate::TokenCache::rejected).
     ///
     /// Defaults to [`DEFAULT_REJECTION_MEMORY`](crate::DEFAULT_REJECTION_MEMORY) (10 minutes).
     pub fn rejection_memory(mut self, memory: Duration) -> Self {

@@ -30,9 +30,10 @@ use crate::token::AccessToken;
 /// 2. on a `401 Unauthorized`, invalidates that token (only if it is still the
 ///    cached one), obtains a new one, and retries the request once. A burst of
 ///    401s caused by one revoked token causes one login. An endpoint that
-///    rejects every token costs at most one login: once it has rejected a
-///    fresh token too, its 401s are handed back and nothing is invalidated
-///    (see [`TokenCache::rejected`]).
+///    rejects every token costs at most one login per taxpayer (usually one
+///    in all: what one taxpayer learned, the others follow): once it has
+///    rejected a fresh token too, its 401s are handed back and nothing is
+///    invalidated (see [`TokenCache::rejected`]).
 ///
 /// Requests to any other origin pass through untouched and never see a token.
 ///

@@ -22,8 +22,11 @@
 //!   token has been rejected there for a whole `rejection_memory` (a
 //!   permission may be lacking for one taxpayer only, and another's token
 //!   may really be revoked), and the cache's record is renewed only by an
-//!   entry learning it anew: a revoked token is never kept longer than
-//!   that;
+//!   entry learning it anew. So a token really revoked is replaced once it
+//!   has been rejected there for a whole `rejection_memory` (if its 401s
+//!   there come further apart than that, at its next refresh at the
+//!   latest), and each entry spends at most one login on such an endpoint
+//!   while the rejections go on;
 //! - an answer that shows the token got through (anything but 401, 407,
 //!   408, 429 and 5xx, which a gateway may give before looking at it)
 //!   clears the endpoint's records, so a real revocation (many requests
