@@ -79,7 +79,7 @@ async fn send(
             .and_then(|v| v.to_str().ok())
             .map(|target| redact::scrub(target, &hidden, usize::MAX))
             .and_then(|target| settings.token_url.join(&target).ok())
-            .map(|target| redact::scrub(&redact::origin(&target), &hidden, 300));
+            .map(|target| redact::scrub(&redact::origin(&target), &hidden, redact::MAX_TEXT));
         return Err(Error::LoginRedirected {
             status: status.as_u16(),
             location,

@@ -9,6 +9,10 @@ use url::Url;
 /// What replaces a secret found in text.
 pub(crate) const REDACTED: &str = "<redacted>";
 
+/// Text from outside (the identity service's, a token store's) is cut to
+/// this many characters when it is shown.
+pub(crate) const MAX_TEXT: usize = 300;
+
 /// Markers tried in turn: the first that contains none of the values to hide
 /// is used (a one-character token such as `e` would otherwise make the
 /// marker itself a leak). The empty marker always qualifies.

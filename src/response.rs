@@ -14,16 +14,13 @@ use url::Url;
 
 use crate::config::MAX_TOKEN_LIFETIME;
 use crate::error::{Error, OAuthErrorCode};
-use crate::redact;
+use crate::redact::{self, MAX_TEXT};
 use crate::token::bearer_header;
 
 /// The longest `Retry-After` honoured: a larger one (up to `u64::MAX`
 /// seconds, or a date in year 9999) is cut to this. MyInvois' window is one
 /// minute; a longer block would only strand every taxpayer of the client ID.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// Server-supplied text is cut to this many characters.
-const MAX_TEXT: usize = 300;
 
 /// A 200 answer that passed every check.
 pub(crate) struct TokenResponse {

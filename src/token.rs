@@ -34,9 +34,6 @@ pub(crate) fn expiry_margin(lifetime: Duration) -> Duration {
 /// host's clock, before the token is refused: hosts' clocks disagree a little.
 const STORED_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
-/// A stored scope is cut to this many characters.
-const MAX_SCOPE: usize = 300;
-
 /// Process-wide token identities, so that an invalidation naming an old
 /// token (or one from another cache) can never remove a newer one.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -221,7 +218,7 @@ impl AccessToken {
         // Shown by `Debug`: treated like text from the identity service.
         let scope = stored
             .scope
-            .map(|scope| redact::scrub(&scope, &[&stored.access_token], MAX_SCOPE));
+            .map(|scope| redact::scrub(&scope, &[&stored.access_token], redact::MAX_TEXT));
         Ok(AccessToken::new(
             Issued {
                 secret: stored.access_token,
