@@ -130,6 +130,9 @@ pub use middleware::AuthMiddleware;
 pub use rejection::DEFAULT_REJECTION_MEMORY;
 pub use response::MAX_RETRY_AFTER;
 pub use stats::{CacheStats, StoreErrors};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::SqliteTokenStore;
 pub use store::{
     Loaded, LoginSlot, MemoryTokenStore, SlotRequest, StoreError, StoreErrorKind, StoredToken,
     TokenStore,

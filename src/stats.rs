@@ -43,8 +43,10 @@ pub struct CacheStats {
     /// the store each time). While the store is skipped after failures
     /// (`RedisTokenStore`'s pause after a failed connection, or its
     /// circuit breaker), the calls skipped in one such period count once,
-    /// as one `unreachable`: the counts say how often the store failed,
-    /// not how many calls the cache made without it.
+    /// as one `unreachable`; a `SqliteTokenStore` counts each failure once
+    /// until a call succeeds again (a damaged file, one `corrupt`): the
+    /// counts say how often the store failed, not how many calls the
+    /// cache made without it.
     pub store_errors: StoreErrors,
 }
 
@@ -65,6 +67,12 @@ pub struct StoreErrors {
     pub read_only: u64,
     /// A script failed.
     pub script: u64,
+    /// The store's data cannot be read (a damaged or truncated database
+    /// file, or not a database).
+    pub corrupt: u64,
+    /// The store holds data this version cannot use (another application's
+    /// database, or a newer version's).
+    pub incompatible: u64,
     /// Anything else.
     pub other: u64,
 }
@@ -78,6 +86,8 @@ impl StoreErrors {
             + self.tls
             + self.read_only
             + self.script
+            + self.corrupt
+            + self.incompatible
             + self.other
     }
 }
@@ -172,6 +182,8 @@ impl Counters {
                 tls: errors(StoreErrorKind::Tls),
                 read_only: errors(StoreErrorKind::ReadOnly),
                 script: errors(StoreErrorKind::Script),
+                corrupt: errors(StoreErrorKind::Corrupt),
+                incompatible: errors(StoreErrorKind::Incompatible),
                 other: errors(StoreErrorKind::Other),
             },
         }

@@ -13,33 +13,47 @@ pub enum StoreErrorKind {
     /// The store did not answer in time.
     Timeout,
     /// Authentication or permission refused (`WRONGPASS`, `NOAUTH`,
-    /// `NOPERM`: check the user and its ACL).
+    /// `NOPERM`: check the user and its ACL; a database file this user may
+    /// not open).
     Auth,
     /// The TLS handshake failed (an unknown CA, a bad certificate, no
     /// rustls crypto provider).
     Tls,
-    /// The node is a read-only replica (`READONLY`: a failover happened).
+    /// The store refuses writes: a read-only Redis replica (`READONLY`: a
+    /// failover happened), or a database file (or its folder) this process
+    /// may read but not write.
     ReadOnly,
     /// A script failed (`NOSCRIPT`, a Lua error).
     Script,
+    /// The store's data cannot be read: a database file that is damaged,
+    /// truncated, or not a database at all.
+    Corrupt,
+    /// The store holds data this version cannot use: another application's
+    /// database, or one written by a newer version of this crate.
+    Incompatible,
     /// Anything else (an unexpected answer, a value not in the expected form).
     Other,
 }
 
 impl StoreErrorKind {
     /// Every kind, in a fixed order (for counters).
-    pub(crate) const ALL: [StoreErrorKind; 7] = [
+    pub(crate) const ALL: [StoreErrorKind; 9] = [
         StoreErrorKind::Unreachable,
         StoreErrorKind::Timeout,
         StoreErrorKind::Auth,
         StoreErrorKind::Tls,
         StoreErrorKind::ReadOnly,
         StoreErrorKind::Script,
+        StoreErrorKind::Corrupt,
+        StoreErrorKind::Incompatible,
         StoreErrorKind::Other,
     ];
 
     pub(crate) fn index(self) -> usize {
-        Self::ALL.iter().position(|k| *k == self).unwrap_or(6)
+        Self::ALL
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or(Self::ALL.len() - 1)
     }
 
     /// A short name for logs and metrics labels.
@@ -51,6 +65,8 @@ impl StoreErrorKind {
             StoreErrorKind::Tls => "tls",
             StoreErrorKind::ReadOnly => "read_only",
             StoreErrorKind::Script => "script",
+            StoreErrorKind::Corrupt => "corrupt",
+            StoreErrorKind::Incompatible => "incompatible",
             StoreErrorKind::Other => "other",
         }
     }
@@ -95,9 +111,17 @@ impl StoreError {
 
     /// Marks a call skipped while the store is skipped, once the period's
     /// first skipped call was reported.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "sqlite"))]
     pub(crate) fn repeated(mut self) -> Self {
         self.repeat = true;
+        self
+    }
+
+    /// The same failure, its message preceded by `context` (what failed: a
+    /// file's path).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn with_context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
         self
     }
 

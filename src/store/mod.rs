@@ -17,8 +17,9 @@
 //! A store that fails or answers slowly is never fatal: the cache logs a
 //! warning and carries on as a single process would.
 //!
-//! [`MemoryTokenStore`] is the default; [`RedisTokenStore`] (cargo feature
-//! `redis`) shares across processes and hosts.
+//! [`MemoryTokenStore`] is the default; `SqliteTokenStore` (cargo feature
+//! `sqlite`) shares among the processes of one host through a database
+//! file; `RedisTokenStore` (cargo feature `redis`) across processes and hosts.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,11 +33,24 @@ mod error;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisTokenStore, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteTokenStore;
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryTokenStore;
+
+/// How long a fresh login reservation may still be given back (a process
+/// gives one back right after its lock attempt and one load: milliseconds,
+/// or two store calls at worst on a slow link). Stores that share a budget
+/// answer [`LoginSlot::Pending`] while a full window holds one.
+pub(crate) const RESERVATION_PENDING: Duration = Duration::from_millis(1000);
+/// How soon to ask again while the window's fullness may be such pending
+/// reservations.
+pub(crate) const RESERVATION_POLL: Duration = Duration::from_millis(100);
 
 /// A token as kept in a store: never the client secret.
 ///

@@ -16,15 +16,10 @@ use redis::cluster::ClusterClient;
 use redis::sentinel::SentinelClient;
 
 use self::connection::{Link, Source};
-use super::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore};
-
-/// How long a fresh reservation may still be given back (a process gives
-/// one back right after its lock attempt and one load: milliseconds, or
-/// two store calls at worst on a slow link).
-const RESERVATION_PENDING: Duration = Duration::from_millis(1000);
-/// How soon to ask again while the window's fullness may be such pending
-/// reservations.
-const RESERVATION_POLL: Duration = Duration::from_millis(100);
+use super::{
+    Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore, RESERVATION_PENDING,
+    RESERVATION_POLL,
+};
 
 /// Default key prefix of [`RedisTokenStore`].
 pub const DEFAULT_PREFIX: &str = "myinvois-auth";
