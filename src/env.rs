@@ -20,14 +20,20 @@ pub const ENV_CLIENT_SECRET: &str = "MYINVOIS_CLIENT_SECRET";
 pub const ENV_ENVIRONMENT: &str = "MYINVOIS_ENVIRONMENT";
 /// The `scope` form parameter, e.g. `InvoicingAPI` (optional).
 pub const ENV_SCOPE: &str = "MYINVOIS_SCOPE";
+/// The database file of a `SqliteTokenStore` that the host's processes
+/// share (optional; needs the cargo feature `sqlite`).
+pub const ENV_TOKEN_STORE: &str = "MYINVOIS_TOKEN_STORE";
 
 impl TokenCacheBuilder {
     /// A builder configured from the process environment:
     /// [`MYINVOIS_CLIENT_ID`](ENV_CLIENT_ID),
     /// [`MYINVOIS_CLIENT_SECRET`](ENV_CLIENT_SECRET),
     /// [`MYINVOIS_ENVIRONMENT`](ENV_ENVIRONMENT) (`sandbox` or `production`)
-    /// and, optionally, [`MYINVOIS_SCOPE`](ENV_SCOPE). Everything else can
-    /// be set on the builder before [`build`](Self::build).
+    /// and, optionally, [`MYINVOIS_SCOPE`](ENV_SCOPE) and
+    /// [`MYINVOIS_TOKEN_STORE`](ENV_TOKEN_STORE) (a `SqliteTokenStore` on
+    /// that file, shared by the host's processes; with the cargo feature
+    /// `sqlite`, and [`EnvProblem::NeedsFeature`] without it). Everything
+    /// else can be set on the builder before [`build`](Self::build).
     ///
     /// Values are trimmed of surrounding whitespace. A variable that is
     /// missing, empty, not Unicode or not an accepted value fails with
@@ -100,6 +106,9 @@ impl TokenCacheBuilder {
             .environment(environment);
         if let Some(scope) = read(ENV_SCOPE)? {
             builder = builder.scope(scope);
+        }
+        if let Some(store) = crate::store::from_env(ENV_TOKEN_STORE, lookup(ENV_TOKEN_STORE))? {
+            builder = builder.token_store(store);
         }
         Ok(builder)
     }

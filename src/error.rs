@@ -180,6 +180,9 @@ pub enum EnvProblem {
     /// Its value is not one of those accepted.
     #[error("expected {0}")]
     Expected(&'static str),
+    /// It asks for what this build leaves out: the cargo feature named.
+    #[error("needs the cargo feature `{0}`, which this build leaves out")]
+    NeedsFeature(&'static str),
 }
 
 impl Error {

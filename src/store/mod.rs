@@ -47,9 +47,11 @@ pub use memory::MemoryTokenStore;
 /// gives one back right after its lock attempt and one load: milliseconds,
 /// or two store calls at worst on a slow link). Stores that share a budget
 /// answer [`LoginSlot::Pending`] while a full window holds one.
+#[cfg(any(feature = "redis", feature = "sqlite"))]
 pub(crate) const RESERVATION_PENDING: Duration = Duration::from_millis(1000);
 /// How soon to ask again while the window's fullness may be such pending
 /// reservations.
+#[cfg(any(feature = "redis", feature = "sqlite"))]
 pub(crate) const RESERVATION_POLL: Duration = Duration::from_millis(100);
 
 /// A token as kept in a store: never the client secret.
@@ -216,6 +218,37 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// The token store a variable names (`MYINVOIS_TOKEN_STORE`): a
+/// `SqliteTokenStore` on that file; none when unset or empty. Without the
+/// `sqlite` feature, a set variable is refused rather than ignored: the
+/// processes it was meant to share among would each spend logins alone.
+pub(crate) fn from_env(
+    name: &'static str,
+    value: Option<std::ffi::OsString>,
+) -> Result<Option<std::sync::Arc<dyn TokenStore>>, crate::Error> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    // Surrounding whitespace (a file's newline) is never part of a path.
+    let path = match value.to_str() {
+        Some(text) => std::ffi::OsString::from(text.trim()),
+        None => value,
+    };
+    if path.is_empty() {
+        return Ok(None);
+    }
+    #[cfg(feature = "sqlite")]
+    {
+        let _ = name;
+        Ok(Some(std::sync::Arc::new(SqliteTokenStore::new(path))))
+    }
+    #[cfg(not(feature = "sqlite"))]
+    Err(crate::Error::Environment {
+        name,
+        problem: crate::EnvProblem::NeedsFeature("sqlite"),
+    })
 }
 
 /// The store key of an entry: a hash, so that identity URL, client ID, scope

@@ -83,3 +83,59 @@ async fn without_a_scope_variable_the_login_sends_no_scope() {
     let fields = form(&identity.logins().await[0]);
     assert!(fields.iter().all(|(name, _)| name != "scope"), "{fields:?}");
 }
+
+/// `MYINVOIS_TOKEN_STORE` names a file that caches built from the same
+/// variables share: the second makes no login.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_store_variable_gives_caches_one_file_to_share() {
+    let identity = Identity::start().await;
+    let folder = std::env::temp_dir().join(format!("myinvois-from-vars-{}", std::process::id()));
+    let file = folder.join("tokens.sqlite3");
+    let vars = [
+        ("MYINVOIS_CLIENT_ID", "erp-from-vars"),
+        ("MYINVOIS_CLIENT_SECRET", "VARSECRET-0d15ea5e"),
+        ("MYINVOIS_ENVIRONMENT", "sandbox"),
+        ("MYINVOIS_TOKEN_STORE", file.to_str().unwrap()),
+    ];
+    let cache = || {
+        TokenCacheBuilder::from_vars(lookup(&vars))
+            .unwrap()
+            .identity_url(identity.uri())
+            .build()
+            .unwrap()
+    };
+    let first = cache().token().await.unwrap();
+    let second = cache().token().await.unwrap();
+    assert_eq!(first.secret(), second.secret());
+    assert_eq!(
+        identity.logins().await.len(),
+        1,
+        "the second cache logged in"
+    );
+    assert!(file.exists());
+    let _ = std::fs::remove_dir_all(folder);
+}
+
+/// Without the `sqlite` feature the variable is refused, not ignored.
+#[cfg(not(feature = "sqlite"))]
+#[test]
+fn a_token_store_variable_needs_the_sqlite_feature() {
+    let err = TokenCacheBuilder::from_vars(lookup(&[
+        ("MYINVOIS_CLIENT_ID", "erp-from-vars"),
+        ("MYINVOIS_CLIENT_SECRET", "VARSECRET-0d15ea5e"),
+        ("MYINVOIS_ENVIRONMENT", "sandbox"),
+        ("MYINVOIS_TOKEN_STORE", "/tmp/tokens.sqlite3"),
+    ]))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            myinvois_auth::Error::Environment {
+                name: "MYINVOIS_TOKEN_STORE",
+                problem: myinvois_auth::EnvProblem::NeedsFeature("sqlite")
+            }
+        ),
+        "{err:?}"
+    );
+}
