@@ -1,7 +1,8 @@
 //! The store's health as its callers see it. A failure is reported once
 //! per episode: the first call that meets it gets it as is (the cache
-//! counts it and logs one warning naming its class); later calls that meet
-//! the same failure get it marked as a repeat, until a call succeeds. A
+//! counts it and logs one warning naming its class, its kind); later calls
+//! that meet a failure of the same kind get it marked as a repeat, until a
+//! call succeeds. A
 //! file that stays bad, or busy several times in a row, is skipped for a
 //! while: calls fail at once, without a trip to the store's thread, and
 //! [`is_skipping`](Health::is_skipping) tells the cache to keep to its
@@ -35,9 +36,10 @@ struct State {
     busy: u32,
 }
 
-/// Whether two failures are the same one (for counting it once).
+/// Whether two failures are of one class (told once): a busy file and a
+/// call that found no answer in time are both the file not answering.
 fn same(a: &StoreError, b: &StoreError) -> bool {
-    a.kind() == b.kind() && a.to_string() == b.to_string()
+    a.kind() == b.kind()
 }
 
 impl Health {

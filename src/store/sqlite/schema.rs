@@ -74,7 +74,7 @@ pub(super) fn identify(conn: &Connection) -> rusqlite::Result<Identity> {
         APPLICATION_ID => Identity::Ours(version),
         0 if tables == 0 && version == 0 => Identity::Empty,
         0 => Identity::Foreign(format!(
-            "it holds {tables} tables or indexes of another application"
+            "it holds tables this store did not make ({tables} in all)"
         )),
         other => Identity::Foreign(format!("its application_id is {other:#x}")),
     })
