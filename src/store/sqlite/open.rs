@@ -1,8 +1,10 @@
 //! Opening the database file: made owner-only when new (its folder too),
 //! refused untouched when it is not this store's, set up or upgraded when
-//! it is, checked for damage, and used in WAL mode (readers never wait for
-//! a writer) with a busy timeout (a writer waits for another that long at
-//! most).
+//! it is, and used in WAL mode (readers never wait for a writer) with a
+//! busy timeout (a writer waits for another that long at most). Damage is
+//! found by SQLite as the pages are read (`SQLITE_CORRUPT`, `SQLITE_NOTADB`),
+//! not by a scan of the whole file at each start, which would cost every
+//! short-lived process (the command) time in proportion to the file.
 
 use std::fs;
 use std::path::Path;
@@ -62,19 +64,6 @@ pub(super) fn open(path: &Path, migrations: &[&str]) -> Result<Connection, (Stor
         if let Some(refused) = schema::upgrade(&mut conn, migrations).map_err(sqlite)? {
             return Err((refused, Lasting::Yes));
         }
-    }
-    let check: String = conn
-        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-        .map_err(sqlite)?;
-    if check != "ok" {
-        return Err((
-            StoreError::new(
-                StoreErrorKind::Corrupt,
-                "the database is damaged (quick_check failed); delete it: it holds only tokens, \
-                 which are logged in for again",
-            ),
-            Lasting::Yes,
-        ));
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sqlite)?;

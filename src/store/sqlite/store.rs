@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::clock::ms;
-use super::worker::Worker;
+use super::worker::{Access, Worker};
 use super::{leases, logins, schema, tokens};
 use crate::store::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore};
 
@@ -44,7 +44,7 @@ use crate::store::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, Toke
 ///   token from a damaged file.
 /// - **Schema**: a newer crate upgrades an older file; an older one meeting
 ///   a newer file refuses it (`Incompatible`) and leaves it untouched.
-/// - **Size**: expired rows are purged once a minute.
+/// - **Size**: expired rows are purged after writes, once a minute at most.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -139,7 +139,7 @@ impl TokenStore for SqliteTokenStore {
     async fn load(&self, key: &str) -> Result<Loaded, StoreError> {
         let key = key.to_owned();
         self.worker
-            .call(move |conn, now| tokens::load(conn, now, &key))
+            .call(Access::Read, move |conn, now| tokens::load(conn, now, &key))
             .await
     }
 
@@ -147,28 +147,36 @@ impl TokenStore for SqliteTokenStore {
     async fn lock_left(&self, key: &str) -> Result<Option<Duration>, StoreError> {
         let key = key.to_owned();
         self.worker
-            .call(move |conn, now| leases::left_in(conn, now, &key))
+            .call(Access::Read, move |conn, now| {
+                leases::left_in(conn, now, &key)
+            })
             .await
     }
 
     async fn save(&self, key: &str, token: &StoredToken) -> Result<(), StoreError> {
         let (key, token) = (key.to_owned(), token.clone());
         self.worker
-            .call(move |conn, now| tokens::save(conn, now, &key, &token))
+            .call(Access::Write, move |conn, now| {
+                tokens::save(conn, now, &key, &token)
+            })
             .await
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.worker
-            .call(move |conn, now| leases::try_lock(conn, now, &key, &owner, ttl))
+            .call(Access::Write, move |conn, now| {
+                leases::try_lock(conn, now, &key, &owner, ttl)
+            })
             .await
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.worker
-            .call(move |conn, _| leases::unlock(conn, &key, &owner))
+            .call(Access::Write, move |conn, _| {
+                leases::unlock(conn, &key, &owner)
+            })
             .await
     }
 
@@ -179,14 +187,18 @@ impl TokenStore for SqliteTokenStore {
     ) -> Result<LoginSlot, StoreError> {
         let (budget, request) = (budget.to_owned(), request.clone());
         self.worker
-            .call(move |conn, now| logins::reserve(conn, now, &budget, &request))
+            .call(Access::Write, move |conn, now| {
+                logins::reserve(conn, now, &budget, &request)
+            })
             .await
     }
 
     async fn release_login(&self, budget: &str, id: &str) -> Result<(), StoreError> {
         let (budget, id) = (budget.to_owned(), id.to_owned());
         self.worker
-            .call(move |conn, _| logins::release(conn, &budget, &id))
+            .call(Access::Write, move |conn, _| {
+                logins::release(conn, &budget, &id)
+            })
             .await
     }
 
@@ -194,7 +206,9 @@ impl TokenStore for SqliteTokenStore {
         let budget = budget.to_owned();
         let hold = ms(duration);
         self.worker
-            .call(move |conn, now| logins::block(conn, now, &budget, hold))
+            .call(Access::Write, move |conn, now| {
+                logins::block(conn, now, &budget, hold)
+            })
             .await
     }
 
@@ -210,7 +224,7 @@ impl TokenStore for SqliteTokenStore {
     async fn check(&self) -> Result<(), StoreError> {
         let probe = format!("readiness-probe-{}", crate::store::lock_owner());
         self.worker
-            .call_unreported(move |conn, now| {
+            .call_unreported(Access::Write, move |conn, now| {
                 let short = Duration::from_secs(1);
                 tokens::load(conn, now, &probe)?;
                 leases::left_in(conn, now, &probe)?;

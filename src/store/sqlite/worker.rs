@@ -5,7 +5,8 @@
 //! thread opens the file as soon as it starts (a process that starts on a
 //! file full of tokens finds them without waiting), opens it again after
 //! a failure that lasts once the skip period is over, and purges old rows
-//! once a minute, starting at once.
+//! after a write, once a minute at most (rows only pile up through writes,
+//! so a process that only reads tokens never writes to purge).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -29,6 +30,13 @@ const QUEUE: usize = 256;
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// Whether a call writes (and may then purge old rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    Read,
+    Write,
+}
 
 /// The handle to the store's thread.
 pub(super) struct Worker {
@@ -83,19 +91,19 @@ impl Worker {
 
     /// Runs `f` on the connection, on the store's thread, with the time
     /// by the host's clock; a failure is reported once per episode.
-    pub(super) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn call<T, F>(&self, access: Access, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, i64) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.call_unreported(f)
+        self.call_unreported(access, f)
             .await
             .map_err(|e| self.health.report(e))
     }
 
     /// Like [`call`](Self::call), without marking the failure as told (a
     /// readiness check must not take the cache's one warning).
-    pub(super) async fn call_unreported<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn call_unreported<T, F>(&self, access: Access, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, i64) -> rusqlite::Result<T> + Send + 'static,
@@ -107,7 +115,7 @@ impl Worker {
         let deadline = Instant::now() + CALL_TIMEOUT;
         let job: Job = Box::new(move |session: &mut Session| {
             if Instant::now() < deadline {
-                let _ = reply.send(session.run(f));
+                let _ = reply.send(session.run(access, f));
             }
         });
         match self.jobs.try_send(job) {
@@ -164,6 +172,7 @@ impl Session {
     /// Runs one call.
     fn run<T>(
         &mut self,
+        access: Access,
         f: impl FnOnce(&mut Connection, i64) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         if let Some(skipped) = self.health.skipped() {
@@ -173,7 +182,9 @@ impl Session {
         match f(conn, now_ms()) {
             Ok(value) => {
                 self.health.succeeded();
-                self.purge_if_due();
+                if access == Access::Write {
+                    self.purge_if_due();
+                }
                 Ok(value)
             }
             Err(error) => {
