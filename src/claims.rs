@@ -92,6 +92,38 @@ impl TokenClaims {
         self.text("IntermedROB")
     }
 
+    /// The name of the taxpayer the token acts for (`name`), when present
+    /// and not empty.
+    ///
+    /// ```
+    /// # use myinvois_auth::TokenClaims;
+    /// // payload = {"name":"ACME SDN BHD"}
+    /// let claims = TokenClaims::decode("e30.eyJuYW1lIjoiQUNNRSBTRE4gQkhEIn0.c2ln")?;
+    /// assert_eq!(claims.name(), Some("ACME SDN BHD"));
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.text("name")
+    }
+
+    /// Every claim, by name.
+    ///
+    /// ```
+    /// # use myinvois_auth::TokenClaims;
+    /// // payload = {"TaxpayerTIN":"C1","IsIntermediary":"1","IntermedTIN":"C9"}
+    /// let jwt = "e30.eyJUYXhwYXllclRJTiI6IkMxIiwiSXNJbnRlcm1lZGlhcnkiOiIxIiwiSW50ZXJtZWRUSU4iOiJDOSJ9.c2ln";
+    /// let claims = TokenClaims::decode(jwt)?;
+    /// let mut names: Vec<&str> = claims.iter().map(|(name, _)| name).collect();
+    /// names.sort();
+    /// assert_eq!(names, ["IntermedTIN", "IsIntermediary", "TaxpayerTIN"]);
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.claims
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+    }
+
     /// The client ID the token was issued to (`client_id`).
     pub fn client_id(&self) -> Option<&str> {
         self.text("client_id")
