@@ -482,3 +482,59 @@ async fn a_process_killed_holding_the_lease_mid_login_costs_at_most_the_lease() 
     );
     assert!(after <= lease + Duration::from_secs(1), "{after:?}");
 }
+
+/// The budget key the cache uses for a client ID at this identity URL.
+fn budget_key_of(identity_uri: &str) -> String {
+    use sha2::Digest;
+    let token_url = format!("{identity_uri}/connect/token");
+    let mut hasher = sha2::Sha256::new();
+    for part in [token_url.as_str(), CLIENT_ID] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
+    let folder = Folder::new("retry-after");
+    let file = folder.file("tokens.sqlite3");
+    let identity = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/connect/token"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
+        .mount(&identity)
+        .await;
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(identity.uri())
+        .token_store(Arc::new(SqliteTokenStore::new(&file)))
+        .build()
+        .unwrap();
+    let err = cache.token().await.unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+
+    // Another connection to the file, as another process has, asking for a
+    // slot of the same client ID's budget: told to wait out the 30 s.
+    let other = SqliteTokenStore::new(&file);
+    let request = myinvois_auth::SlotRequest {
+        count: 12,
+        window: Duration::from_secs(60),
+        pace: None,
+        id: "other-process".into(),
+    };
+    let answer =
+        myinvois_auth::TokenStore::reserve_login(&other, &budget_key_of(&identity.uri()), &request)
+            .await
+            .unwrap();
+    match answer {
+        myinvois_auth::LoginSlot::Wait(wait) => assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        ),
+        other => panic!("expected to wait, got {other:?}"),
+    }
+}

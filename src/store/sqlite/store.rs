@@ -66,6 +66,19 @@ impl SqliteTokenStore {
     /// missing. Starts the store's thread, which opens the file at once;
     /// a file that cannot be used is reported by the calls (and by
     /// [`check`](TokenStore::check)), never here.
+    ///
+    /// ```
+    /// use myinvois_auth::{SqliteTokenStore, TokenStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let folder = std::env::temp_dir().join(format!("myinvois-doc-{}", std::process::id()));
+    /// let store = SqliteTokenStore::new(folder.join("tokens.sqlite3"));
+    /// store.check().await?; // makes the file, and runs every statement the store uses
+    /// assert!(store.path().exists());
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(folder)?;
+    /// # Ok(()) }
+    /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self::with_migrations(path.into(), schema::MIGRATIONS)
     }
