@@ -1,4 +1,6 @@
-//! [`AccessToken`]: one issued token, cheap to clone, never printed.
+//! [`AccessToken`]: one issued token, cheap to clone, never printed, and
+//! every rule a token obeys, fresh from the identity service or taken from a
+//! token store ([`checked_token`], [`MAX_TOKEN_LIFETIME`], the expiry margin).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,12 +13,16 @@ use tokio::time::Instant;
 
 use crate::claims::TokenClaims;
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::freshness::refresh_at;
 use crate::redact;
 use crate::rejection::Rejections;
-use crate::response::checked_token;
 use crate::store::StoredToken;
 use crate::taxpayer::OnBehalfOf;
+
+/// The largest `expires_in` accepted from the identity service: 7 days.
+/// MyInvois issues 1-hour tokens; anything far beyond that is a broken answer.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A token is treated as expired this long before `sent_at + expires_in`
 /// (a quarter of its lifetime, for tokens shorter than 8 s): identity
@@ -161,7 +167,7 @@ impl AccessToken {
     /// assert_eq!(token.claims()?.taxpayer_tin(), Some("C25845632020"));
     /// # Ok(()) }
     /// ```
-    pub fn claims(&self) -> Result<TokenClaims, crate::Error> {
+    pub fn claims(&self) -> Result<TokenClaims, Error> {
         TokenClaims::decode(&self.0.secret)
     }
 
@@ -238,13 +244,31 @@ impl AccessToken {
     }
 }
 
+/// The checks every token passes before it is served, fresh from the
+/// identity service or taken from a token store: not empty, sendable as a
+/// header value, and a lifetime between one second and
+/// [`MAX_TOKEN_LIFETIME`].
+pub(crate) fn checked_token(access_token: &str, lifetime: Duration) -> Result<HeaderValue, Error> {
+    if access_token.is_empty() {
+        return Err(Error::invalid_response("access_token is empty"));
+    }
+    if lifetime.is_zero() {
+        return Err(Error::invalid_response("expires_in is zero"));
+    }
+    if lifetime > MAX_TOKEN_LIFETIME {
+        return Err(Error::invalid_response(format!(
+            "expires_in is larger than {} seconds",
+            MAX_TOKEN_LIFETIME.as_secs()
+        )));
+    }
+    bearer_header(access_token)
+}
+
 /// `Bearer <token>`, marked sensitive; an error (never quoting the token) if
 /// the token cannot be sent in an HTTP header.
-pub(crate) fn bearer_header(access_token: &str) -> Result<HeaderValue, crate::Error> {
+pub(crate) fn bearer_header(access_token: &str) -> Result<HeaderValue, Error> {
     let invalid = || {
-        crate::Error::invalid_response(
-            "access_token has characters that cannot be sent in an HTTP header",
-        )
+        Error::invalid_response("access_token has characters that cannot be sent in an HTTP header")
     };
     if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid());

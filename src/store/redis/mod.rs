@@ -17,6 +17,7 @@ use redis::sentinel::SentinelClient;
 
 use self::connection::{Link, Source};
 use super::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore};
+use crate::error::Error;
 
 /// How long a fresh reservation may still be given back (a process gives
 /// one back right after its lock attempt and one load: milliseconds, or
@@ -151,10 +152,10 @@ impl RedisTokenStore {
     /// prefix and TCP keepalive. Does not connect yet. For a private CA,
     /// client certificates or other settings, build the client yourself:
     /// [`from_client`](Self::from_client).
-    pub fn new(url: &str) -> Result<Self, crate::Error> {
+    pub fn new(url: &str) -> Result<Self, Error> {
         use redis::IntoConnectionInfo;
         let invalid = |e: redis::RedisError| {
-            crate::Error::InvalidConfig(format!("invalid Redis URL ({:?})", e.kind()))
+            Error::InvalidConfig(format!("invalid Redis URL ({:?})", e.kind()))
         };
         let info = url
             .into_connection_info()
@@ -165,7 +166,7 @@ impl RedisTokenStore {
     }
 
     /// Like [`new`](Self::new), with keys under `prefix`.
-    pub fn with_prefix(url: &str, prefix: &str) -> Result<Self, crate::Error> {
+    pub fn with_prefix(url: &str, prefix: &str) -> Result<Self, Error> {
         Ok(Self::new(url)?.prefix(prefix))
     }
 

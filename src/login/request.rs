@@ -1,5 +1,5 @@
 //! The login call: `POST {identity}/connect/token` (OAuth 2.0 client
-//! credentials). Reading its answer is [`crate::response`]'s job.
+//! credentials). Reading its answer is `response`'s job.
 //!
 //! The client secret leaves [`SecretString`] only to be written into the
 //! form body, a buffer that is zeroed when the HTTP client drops it. The
@@ -15,10 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::response::{parse_response, parse_retry_after};
 use crate::config::{Secret, Settings};
 use crate::error::Error;
 use crate::redact;
-use crate::response::{parse_response, parse_retry_after};
 use crate::taxpayer::OnBehalfOf;
 use crate::token::Issued;
 
@@ -154,12 +154,14 @@ mod tests {
 
     #[test]
     fn the_form_encodes_every_field_and_keeps_the_secret_intact() {
-        let settings =
-            crate::config::TokenCacheBuilder::new(crate::Credentials::new("id&x", "p@ss w+rd=&"))
-                .identity_url("http://127.0.0.1:9")
-                .scope("InvoicingAPI")
-                .into_settings()
-                .unwrap();
+        let settings = crate::config::TokenCacheBuilder::new(crate::config::Credentials::new(
+            "id&x",
+            "p@ss w+rd=&",
+        ))
+        .identity_url("http://127.0.0.1:9")
+        .scope("InvoicingAPI")
+        .into_settings()
+        .unwrap();
         let body = form_body(&settings, &settings.credentials.secret().value);
         let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))

@@ -7,15 +7,15 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tokio::time::Instant;
 
+use super::context::Context;
+use super::entry::Entry;
+use super::table::Table;
 use crate::clock::Now;
 use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
-use crate::context::Context;
-use crate::entry::Entry;
 use crate::error::Error;
 use crate::rejection::{endpoint, Verdict};
 use crate::stats::{CacheStats, Counters};
 use crate::taxpayer::OnBehalfOf;
-use crate::taxpayers::Taxpayers;
 use crate::token::AccessToken;
 
 /// How often, at most, the cache looks for entries to refresh ahead of expiry.
@@ -68,7 +68,7 @@ pub struct TokenCache {
 struct Inner {
     ctx: Arc<Context>,
     plain: Arc<Entry>,
-    taxpayers: Taxpayers,
+    taxpayers: Table,
     /// No sweep before this (nanos since the context's epoch).
     next_sweep: AtomicU64,
 }
@@ -85,7 +85,7 @@ impl TokenCache {
             inner: Arc::new(Inner {
                 plain: Arc::new(Entry::new(Arc::clone(&ctx), None, Instant::now())),
                 ctx,
-                taxpayers: Taxpayers::default(),
+                taxpayers: Table::default(),
                 next_sweep: AtomicU64::new(0),
             }),
         }
@@ -281,7 +281,7 @@ impl TokenCache {
     pub fn rotate_secret(&self, secret: impl Into<SecretString>) -> Result<(), Error> {
         self.inner.ctx.settings.credentials.rotate(secret.into())?;
         // A new secret may cure what a new login could not (invalid_client).
-        self.for_each_entry(|entry| entry.failures.forget_lasting());
+        self.for_each_entry(|entry| entry.forget_lasting_failures());
         tracing::info!(client_id = self.client_id(), "client secret rotated");
         Ok(())
     }
@@ -299,7 +299,7 @@ impl TokenCache {
     /// # let _ = token; Ok(()) }
     /// ```
     pub fn forget_failures(&self) {
-        self.for_each_entry(|entry| entry.failures.forget());
+        self.for_each_entry(|entry| entry.forget_failures());
     }
 
     fn for_each_entry(&self, f: impl Fn(&Entry)) {
