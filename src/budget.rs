@@ -30,7 +30,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -437,25 +437,70 @@ impl LoginBudget {
     }
 
     /// The budget shared by every cache of this process that logs in at
-    /// `token_url` with `client_id`. The first cache to ask sets the limit.
+    /// `token_url` with `client_id`. The first cache to ask sets the limit
+    /// while any cache holds it.
+    ///
+    /// A budget outlives its caches for as long as it matters: while its
+    /// window holds a login or a refusal, or a 429's hold runs. So a cache
+    /// built per job (or on a configuration reload) keeps to the window
+    /// and the hold its predecessor left. A budget no cache holds and that
+    /// no longer matters is dropped at the next call: memory stays bounded
+    /// by the client IDs in use. A cache built while no other holds the
+    /// budget sets a new limit, keeping what the old one remembers.
     pub(crate) fn shared(token_url: &str, client_id: &str, limit: Option<RateLimit>) -> Arc<Self> {
-        type Registry = Mutex<HashMap<(String, String), Weak<LoginBudget>>>;
+        type Registry = Mutex<HashMap<(String, String), Arc<LoginBudget>>>;
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        let now = Instant::now();
         let mut registry = REGISTRY.get_or_init(Default::default).lock();
-        registry.retain(|_, budget| budget.strong_count() > 0);
+        registry.retain(|_, budget| Arc::strong_count(budget) > 1 || budget.matters(now));
         let key = (token_url.to_owned(), client_id.to_owned());
-        if let Some(budget) = registry.get(&key).and_then(Weak::upgrade) {
-            if budget.limit != limit {
+        let budget = match registry.get(&key) {
+            Some(budget) if budget.limit == limit => return Arc::clone(budget),
+            Some(budget) if Arc::strong_count(budget) > 1 => {
                 tracing::warn!(
                     client_id,
                     "another cache already set this client ID's login budget; keeping its limit"
                 );
+                return Arc::clone(budget);
             }
-            return budget;
-        }
-        let budget = Arc::new(LoginBudget::new(limit));
-        registry.insert(key, Arc::downgrade(&budget));
+            // Held by no cache: the new limit, and what the old one remembers.
+            Some(budget) => Arc::new(budget.with_limit(limit)),
+            None => Arc::new(LoginBudget::new(limit)),
+        };
+        registry.insert(key, Arc::clone(&budget));
         budget
+    }
+
+    /// Whether the budget still matters to a cache built at `now`: its
+    /// window holds a login or a refusal, or a 429's hold runs.
+    fn matters(&self, now: Instant) -> bool {
+        let state = self.state.lock();
+        let window = self
+            .limit
+            .map_or(Duration::ZERO, RateLimit::window)
+            .max(state.keep_for);
+        let recent = |at: Option<Instant>| at.is_some_and(|at| now < after(at, window));
+        state.blocked_until.is_some_and(|until| now < until)
+            || recent(state.grants.back().copied())
+            || recent(state.last_refusal)
+            || !state.waiters.is_empty()
+    }
+
+    /// A budget with `limit` and everything this one remembers.
+    fn with_limit(&self, limit: Option<RateLimit>) -> Self {
+        let state = self.state.lock();
+        LoginBudget {
+            limit,
+            state: Mutex::new(State {
+                grants: state.grants.clone(),
+                keep_for: state.keep_for,
+                last_paced: state.last_paced,
+                blocked_until: state.blocked_until,
+                last_refusal: state.last_refusal,
+                waiters: BTreeMap::new(),
+                next_seq: 0,
+            }),
+        }
     }
 
     pub(crate) fn limit(&self) -> Option<RateLimit> {

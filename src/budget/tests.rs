@@ -320,3 +320,41 @@ async fn a_429_block_holds_off_logins_until_it_ends_and_never_overflows() {
     budget.block_for(Duration::MAX);
     assert!(cold(&budget, 10).await.is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_no_cache_holds_lasts_while_it_matters_and_takes_a_new_limit() {
+    let url = "http://registry.test/connect/token";
+    let limit = |count| {
+        Some(RateLimit {
+            count,
+            period: S(60),
+        })
+    };
+    let first = LoginBudget::shared(url, "id", limit(1));
+    cold(&first, 1).await.unwrap();
+    drop(first);
+    // Rebuilt with another limit while no cache holds it: the new limit,
+    // and the login still in the window.
+    let second = LoginBudget::shared(url, "id", limit(2));
+    assert_eq!(second.limit(), limit(2));
+    assert_eq!(second.state.lock().grants.len(), 1);
+    // While a cache holds it, another limit is not taken.
+    let third = LoginBudget::shared(url, "id", limit(5));
+    assert!(Arc::ptr_eq(&second, &third));
+    assert_eq!(third.limit(), limit(2));
+    drop((second, third));
+    // Once nothing is in its window, it is dropped: the next is new.
+    tokio::time::advance(TWELVE.window()).await;
+    let fourth = LoginBudget::shared(url, "id", limit(3));
+    assert!(fourth.state.lock().grants.is_empty());
+    // A hold outlives its caches until it ends.
+    fourth.block_for(S(600));
+    drop(fourth);
+    tokio::time::advance(S(599)).await;
+    let fifth = LoginBudget::shared(url, "id", limit(3));
+    assert!(fifth.state.lock().blocked_until.is_some());
+    drop(fifth);
+    tokio::time::advance(S(1)).await;
+    let sixth = LoginBudget::shared(url, "id", limit(3));
+    assert!(sixth.state.lock().blocked_until.is_none());
+}

@@ -210,7 +210,11 @@ impl TokenCacheBuilder {
     /// taxpayer and every cache in the process that logs in with it. Waiting
     /// logins go earliest deadline first (see [`max_login_wait`](Self::max_login_wait)).
     /// If several caches of one process use the same identity URL and client
-    /// ID, the first one built sets the limit.
+    /// ID, the first one built sets the limit. The budget outlives its
+    /// caches while it matters (a login in its window, a 429's hold): a
+    /// cache built per job, or on a configuration reload, keeps to what
+    /// its predecessor spent, and takes its own limit when no other cache
+    /// holds the budget.
     ///
     /// Defaults to MyInvois' limit, 12 logins per 60 seconds.
     pub fn login_rate_limit(mut self, count: u32, period: Duration) -> Self {
