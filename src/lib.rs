@@ -96,6 +96,7 @@ mod error;
 mod failure;
 mod flight;
 mod freshness;
+pub mod guide;
 mod lock;
 mod login;
 #[cfg(feature = "metrics")]
