@@ -78,8 +78,10 @@
 //!   answered from memory; `rejection`: 401s a new token does not cure;
 //! - `store`: sharing tokens, logins and the budget beyond one process
 //!   ([`TokenStore`], [`MemoryTokenStore`], `RedisTokenStore`);
-//! - `middleware`: [`AuthMiddleware`]; [`retry`]: reqwest-retry support;
-//! - `stats`: [`CacheStats`]; [`metrics`]: the `metrics` facade;
+//! - `middleware`: [`AuthMiddleware`]; `retry`: reqwest-retry support;
+//! - `stats`: [`CacheStats`]; `metrics`: the `metrics` facade;
+//! - [`guide`]: the guide (intermediaries, fleets, 401s, security,
+//!   configuration, observability, errors, benchmarks), docs only;
 //! - `taxpayer`: [`OnBehalfOf`]; `error`: [`Error`]; `redact`: making
 //!   text safe to show; `clock`: the cache's clock.
 
@@ -94,6 +96,7 @@ mod config;
 mod error;
 mod failure;
 mod freshness;
+pub mod guide;
 mod login;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

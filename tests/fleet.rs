@@ -378,7 +378,7 @@ async fn four_processes_through_expiries_make_one_login_per_refresh_and_no_expir
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_processes_and_30_cold_taxpayers_log_12_in_at_once_and_stay_within_12_a_minute() {
-    // As the README's least-privilege user: the full window's branch of
+    // As the fleet guide's least-privilege user: the full window's branch of
     // the budget script runs commands the plain path never does.
     let redis = Redis::start_with_user("myinvois", "s3cret-pw", redis_servers::STORE_ACL);
     let (server, service) = Service::start(3600).await;
@@ -996,14 +996,15 @@ async fn a_fleet_without_fleet_size_is_warned_once_when_the_store_is_out_of_reac
     assert!(warnings[0].contains("whole"), "{}", warnings[0]);
 }
 
-/// The `ACL SETUSER myinvois ...` lines of the README (a line and its
-/// indented continuation lines), as the words after the user name.
-fn readme_acl_lines() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+/// The `ACL SETUSER myinvois ...` lines of the fleet guide, docs/fleets.md
+/// (a line and its indented continuation lines), as the words after the
+/// user name.
+fn guide_acl_lines() -> Vec<Vec<String>> {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleets.md"))
+        .expect("docs/fleets.md");
     let mut lines: Vec<Vec<String>> = Vec::new();
     let mut open = false;
-    for line in readme.lines() {
+    for line in guide.lines() {
         let text = line.trim();
         if let Some(rest) = text.strip_prefix("ACL SETUSER myinvois ") {
             lines.push(rest.split_whitespace().map(str::to_owned).collect());
@@ -1019,10 +1020,10 @@ fn readme_acl_lines() -> Vec<Vec<String>> {
 }
 
 /// The tests' ACL users are built from `STORE_ACL` (and its Sentinel and
-/// Cluster additions): the README says exactly the same.
+/// Cluster additions): the fleet guide says exactly the same.
 #[test]
-fn the_readme_gives_the_acl_the_tests_run_with() {
-    let lines = readme_acl_lines();
+fn the_fleet_guide_gives_the_acl_the_tests_run_with() {
+    let lines = guide_acl_lines();
     let base: Vec<String> = ["on", ">password"]
         .iter()
         .chain(redis_servers::STORE_ACL)
@@ -1036,11 +1037,11 @@ fn the_readme_gives_the_acl_the_tests_run_with() {
             words(redis_servers::STORE_ACL_SENTINEL),
             words(redis_servers::STORE_ACL_CLUSTER)
         ],
-        "README.md's ACL lines and tests/support/redis_servers.rs' STORE_ACL differ"
+        "docs/fleets.md's ACL lines and tests/support/redis_servers.rs' STORE_ACL differ"
     );
 }
 
-/// `check()` runs every command the store can use: with the README's ACL
+/// `check()` runs every command the store can use: with the guide's ACL
 /// it passes, and without any one of its commands it fails as `Auth`,
 /// naming NOPERM (a command refused inside a script too). Scripts are
 /// flushed before each try, so loading them is exercised as well.

@@ -202,7 +202,7 @@ impl TokenCache {
     /// `false`, for [`rejection_memory`](TokenCacheBuilder::rejection_memory)
     /// after the last 401 there, or until [`accepted`](Self::accepted) is
     /// told otherwise; other taxpayers of the cache follow what one learned
-    /// (see the README's "Add auth" section for the bounds). So an endpoint
+    /// (see the [guide](crate::guide::rejections) for the bounds). So an endpoint
     /// that rejects every token costs at most one login per taxpayer, and a
     /// revoked token is still replaced by one login however many calls it
     /// fails. Path segments holding a digit (IDs) are treated as alike.

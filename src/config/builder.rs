@@ -35,7 +35,8 @@ pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Default for [`TokenCacheBuilder::max_entries`]: 10 000 taxpayers.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 
-/// Builds a [`TokenCache`]. Made by [`TokenCache::builder`].
+/// Builds a [`TokenCache`](crate::TokenCache). Made by
+/// [`TokenCache::builder`](crate::TokenCache::builder).
 ///
 /// ```
 /// use std::time::Duration;

@@ -41,7 +41,7 @@ pub(super) fn classify(error: &RedisError, cluster: bool) -> (StoreError, Connec
         ),
         ErrorKind::Server(ServerErrorKind::NoPerm) => (
             K::Auth,
-            "NOPERM: the Redis user may not run a command the store needs (see the ACL in the README)"
+            "NOPERM: the Redis user may not run a command the store needs (see the ACL in the guide, myinvois_auth::guide::fleets)"
                 .to_owned(),
             Keep,
         ),
@@ -79,7 +79,7 @@ pub(super) fn classify(error: &RedisError, cluster: bool) -> (StoreError, Connec
         // executing the script can't run this command`; later ones, NOPERM.
         ErrorKind::Server(ServerErrorKind::ResponseError) if is_script_acl_error(error) => (
             K::Auth,
-            "NOPERM: the Redis user may not run a command a store script needs (see the ACL in the README)"
+            "NOPERM: the Redis user may not run a command a store script needs (see the ACL in the guide, myinvois_auth::guide::fleets)"
                 .to_owned(),
             Keep,
         ),
