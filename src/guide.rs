@@ -7,7 +7,7 @@
 //! - [`middleware`]: which requests get a token, and the order of a stack with
 //!   reqwest-tracing and reqwest-retry.
 //! - [`rejections`]: the 401 rules: a revoked token costs one login, an
-//!   endpoint that rejects every token at most one.
+//!   endpoint whose 401s a new token does not cure at most one per memory.
 //! - [`errors`]: the one [`Error`](crate::Error) type, and finding it inside
 //!   a middleware stack's error.
 //! - [`configuration`]: environment variables, and every builder method with

@@ -113,7 +113,8 @@ impl Service {
             calls: Arc::default(),
             hang_next: Arc::default(),
         };
-        let server = MockServer::start().await;
+        // Not pooled: a budget outlives its caches, per identity URL.
+        let server = MockServer::builder().start().await;
         Mock::given(method("POST"))
             .and(path("/connect/token"))
             .respond_with(Issue(service.clone()))
@@ -472,7 +473,7 @@ async fn calls_keep_working_while_redis_is_down_and_sharing_resumes_when_it_retu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
     let redis = Redis::start();
-    let identity = MockServer::start().await;
+    let identity = MockServer::builder().start().await;
     Mock::given(method("POST"))
         .and(path("/connect/token"))
         .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))

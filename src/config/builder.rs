@@ -304,13 +304,14 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// How long an API endpoint that rejected two different tokens with 401
-    /// is taken to reject every token, after its last 401: its 401s are
+    /// How long an API endpoint where a new token was rejected with 401 too
+    /// is taken to answer 401 whatever the token, after it was learned (at
+    /// the exact path that taught it, after its last 401): its 401s are
     /// then handed to the caller without invalidating the token or logging
-    /// in again (a new token would not cure them). An answer that shows a
-    /// token got through (not 401, 407, 408, 429 or 5xx) ends this at once.
-    /// Other taxpayers of the cache follow what one learned for this long
-    /// after it was learned. See [`TokenCache::rejected`](crate::TokenCache::rejected).
+    /// in again, for every taxpayer of the cache. A token that gets through
+    /// at that path (not 401, 407, 408, 429 or 5xx) ends this at once. See
+    /// [`TokenCache::rejected`](crate::TokenCache::rejected) and the
+    /// [guide](crate::guide::rejections) for the bounds.
     ///
     /// Defaults to [`DEFAULT_REJECTION_MEMORY`](crate::DEFAULT_REJECTION_MEMORY) (10 minutes).
     pub fn rejection_memory(mut self, memory: Duration) -> Self {

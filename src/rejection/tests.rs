@@ -1,33 +1,84 @@
-//! Tests of `rejection`.
+//! Tests of `rejection`: endpoint names and the verdict on each 401.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::records::MAX_ENDPOINTS;
 use super::*;
 
 const MEMORY: Duration = Duration::from_secs(600);
+const DECIDE: Duration = Duration::from_secs(100);
 const S: fn(u64) -> Duration = Duration::from_secs;
 
+fn get(path: &str) -> Endpoint {
+    endpoint(&http::Method::GET, path)
+}
+
+/// The verdict, with `Await` told apart only by its name.
+#[derive(Debug, PartialEq, Eq)]
+enum Says {
+    Renew,
+    NotTheToken,
+    Await,
+}
+
 impl Rejections {
-    /// With a cache that has learned nothing else.
-    fn alone(&self, endpoint: &str, token: u64, now: Instant) -> Verdict {
-        self.rejected(endpoint, token, now, MEMORY, &Learned::default())
+    fn says(&self, path: &str, token: u64, now: Instant, cache: &Learned) -> Says {
+        match self.rejected(&get(path), token, now, MEMORY, DECIDE, cache) {
+            Verdict::Renew => Says::Renew,
+            Verdict::NotTheToken => Says::NotTheToken,
+            Verdict::Await(..) => Says::Await,
+        }
     }
 }
 
 #[test]
-fn endpoints_are_method_and_path_with_ids_made_alike() {
-    let get = http::Method::GET;
+fn endpoints_keep_the_documented_path_words_and_make_every_other_segment_alike() {
     assert_eq!(
-        endpoint(&get, "/api/v1.0/documents/F9D425P6DS7D8IU/raw"),
-        "GET /api/*/documents/*/raw"
+        get("/api/v1.0/documents/F9D425P6DS7D8IU/raw").template,
+        "GET /api/v1.0/documents/*/raw"
+    );
+    for id in [
+        "ABCDEF",
+        "GHIJKL",
+        "0123",
+        "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+    ] {
+        assert_eq!(
+            get(&format!("/api/v1.0/documents/{id}/raw")).template,
+            "GET /api/v1.0/documents/*/raw",
+            "{id}"
+        );
+    }
+    assert_eq!(
+        get("/api/v1.0/taxpayer/validate/C25845632020?idType=BRN&idValue=1").template,
+        "GET /api/v1.0/taxpayer/validate/*"
     );
     assert_eq!(
-        endpoint(&get, "/api/v1.0/documents/ABCDE1/raw"),
-        endpoint(&get, "/api/v1.0/documents/XYZ9/raw")
+        get("/api/v1.0/documentsubmissions/HJSD135P2S7D8IU").template,
+        "GET /api/v1.0/documentsubmissions/*"
     );
     assert_ne!(
-        endpoint(&get, "/api/v1.0/documenttypes"),
-        endpoint(&http::Method::POST, "/api/v1.0/documenttypes")
+        get("/api/v1.0/documenttypes").template,
+        endpoint(&http::Method::POST, "/api/v1.0/documenttypes").template
     );
-    assert_eq!(endpoint(&get, "/"), "GET /");
+    // Unknown words are IDs too; depth and extension methods cannot make
+    // one endpoint many either.
+    assert_eq!(get("/x/y").template, get("/p/q").template);
+    assert_eq!(
+        get(&"/a".repeat(50)).template,
+        get(&"/b".repeat(60)).template
+    );
+    let custom = |m: &str| endpoint(&http::Method::from_bytes(m.as_bytes()).unwrap(), "/x");
+    assert_eq!(custom("FOO").template, custom("BAR").template);
+    assert_eq!(get("/").template, "GET /");
+    // The exact path keeps the ID, not the query.
+    assert_eq!(
+        get("/api/v1.0/documents/AB/raw?x=1").path,
+        "GET /api/v1.0/documents/AB/raw"
+    );
+    assert!(get(&format!("/{}", "é".repeat(500))).path.len() <= 4 + 256);
 }
 
 #[test]
@@ -48,154 +99,151 @@ fn only_answers_past_the_token_check_clear_what_was_learned() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_second_token_rejected_at_one_endpoint_teaches_it_is_not_the_token() {
-    let r = Rejections::default();
-    let now = Instant::now();
-    assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
+async fn a_new_token_rejected_where_a_renewal_was_deciding_teaches_it_is_not_the_token() {
+    let (r, cache, now) = (Rejections::default(), Learned::default(), Instant::now());
+    assert_eq!(r.says("/x", 1, now, &cache), Says::Renew);
     // The same token again (a burst with one revoked token): still about it.
-    assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
-    // A new token rejected too: learned.
-    assert_eq!(r.alone("GET /x", 2, now), Verdict::NotTheToken);
-    assert_eq!(r.alone("GET /x", 3, now), Verdict::NotTheToken);
+    assert_eq!(r.says("/x", 1, now, &cache), Says::Renew);
+    // The new token rejected too: learned.
+    assert_eq!(r.says("/x", 2, now, &cache), Says::NotTheToken);
+    assert_eq!(r.says("/x", 3, now, &cache), Says::NotTheToken);
     // Other endpoints are not affected.
-    assert_eq!(r.alone("GET /y", 3, now), Verdict::Renew);
-    // For a while only.
-    tokio::time::advance(MEMORY).await;
-    assert_eq!(r.alone("GET /x", 3, Instant::now()), Verdict::Renew);
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_accepted_call_clears_the_record_so_a_revocation_is_about_the_token_again() {
-    let r = Rejections::default();
-    let now = Instant::now();
-    r.accepted("GET /x", now); // nothing recorded: nothing happens
-    assert_eq!(r.alone("GET /x", 1, now), Verdict::Renew);
-    r.accepted("GET /x", now);
-    assert!(!r.any());
-    // Token 2 revoked later: about the token, not learned.
-    assert_eq!(r.alone("GET /x", 2, now), Verdict::Renew);
-}
-
-#[tokio::test(start_paused = true)]
-async fn records_that_ended_are_dropped_so_answers_cost_nothing_again() {
-    let (r, cache) = (Rejections::default(), Learned::default());
-    let t0 = Instant::now();
-    r.rejected("GET /x", 1, t0, MEMORY, &cache);
-    r.rejected("GET /x", 2, t0, MEMORY, &cache);
-    assert!(r.any() && cache.any());
-    // Another endpoint answers, after the records ended: they go.
-    let later = t0 + MEMORY;
-    r.accepted("GET /other", later);
-    cache.accepted("GET /other", later);
-    assert!(!r.any() && !cache.any());
-}
-
-#[tokio::test(start_paused = true)]
-async fn records_are_bounded() {
-    let r = Rejections::default();
-    let now = Instant::now();
-    for i in 0..200 {
-        r.alone(&format!("GET /e{i}"), 1, now);
-    }
-    assert!(r.0.snapshot.load().len() <= MAX_ENDPOINTS);
-    let cache = Learned::default();
-    for i in 0..200 {
-        cache.learn(&format!("GET /e{i}"), now, now + MEMORY);
-    }
-    assert!(cache.0.snapshot.load().len() <= MAX_ENDPOINTS);
-}
-
-#[tokio::test(start_paused = true)]
-async fn what_was_learned_lasts_while_the_rejections_go_on() {
-    let r = Rejections::default();
-    let cache = Learned::default();
-    let t0 = Instant::now();
-    assert_eq!(r.rejected("GET /x", 1, t0, MEMORY, &cache), Verdict::Renew);
     assert_eq!(
-        r.rejected("GET /x", 2, t0, MEMORY, &cache),
-        Verdict::NotTheToken
-    );
-    // A 401 every 5 minutes for an hour: learned all along.
-    for i in 1..=12 {
-        let now = t0 + S(300 * i);
-        assert_eq!(
-            r.rejected("GET /x", 2, now, MEMORY, &cache),
-            Verdict::NotTheToken,
-            "{i}"
-        );
-    }
-    // Quiet for the whole memory: a 401 is about the token again.
-    let later = t0 + S(3600) + MEMORY;
-    assert_eq!(
-        r.rejected("GET /x", 2, later, MEMORY, &cache),
-        Verdict::Renew
+        r.says("/api/v1.0/documenttypes", 3, now, &cache),
+        Says::Renew
     );
 }
 
 #[tokio::test(start_paused = true)]
-async fn what_one_entry_learned_every_entry_of_the_cache_takes_until_a_token_is_accepted() {
-    let (a, b, c) = (
-        Rejections::default(),
-        Rejections::default(),
-        Rejections::default(),
-    );
-    let cache = Learned::default();
-    let now = Instant::now();
-    assert_eq!(a.rejected("GET /x", 1, now, MEMORY, &cache), Verdict::Renew);
-    assert_eq!(b.rejected("GET /x", 7, now, MEMORY, &cache), Verdict::Renew);
-    assert_eq!(
-        a.rejected("GET /x", 2, now, MEMORY, &cache),
-        Verdict::NotTheToken
-    );
-    // b's next token, and c's first: no login spent.
-    assert_eq!(
-        b.rejected("GET /x", 8, now, MEMORY, &cache),
-        Verdict::NotTheToken
-    );
-    assert_eq!(
-        c.rejected("GET /x", 9, now, MEMORY, &cache),
-        Verdict::NotTheToken
-    );
-    // Other endpoints are not affected.
-    assert_eq!(c.rejected("GET /y", 9, now, MEMORY, &cache), Verdict::Renew);
-    // The endpoint accepts a token: a 401 there is about the token again
-    // for entries that learned nothing themselves.
-    cache.accepted("GET /x", now);
-    assert_eq!(c.rejected("GET /x", 9, now, MEMORY, &cache), Verdict::Renew);
-    assert_eq!(
-        a.rejected("GET /x", 2, now, MEMORY, &cache),
-        Verdict::NotTheToken
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn following_the_cache_never_keeps_a_token_past_a_whole_memory() {
-    // x learned that /e rejects every token of x; a's token is really
-    // revoked, and a only calls /e. x goes on being rejected there.
-    let (x, a, cache) = (
+async fn other_entries_wait_for_the_verdict_of_a_renewal_deciding() {
+    let (a, b, cache, now) = (
         Rejections::default(),
         Rejections::default(),
         Learned::default(),
+        Instant::now(),
     );
-    let t0 = Instant::now();
-    assert_eq!(x.rejected("GET /e", 1, t0, MEMORY, &cache), Verdict::Renew);
+    assert_eq!(a.says("/x", 1, now, &cache), Says::Renew);
+    assert_eq!(b.says("/x", 7, now, &cache), Says::Await);
+    // a's new token is rejected too: b's 401 is not about its token.
+    assert_eq!(a.says("/x", 2, now, &cache), Says::NotTheToken);
+    assert_eq!(b.says("/x", 7, now, &cache), Says::NotTheToken);
+    // Had a's new token got through, b's would be about its token.
+    let (c, d) = (Rejections::default(), Rejections::default());
     assert_eq!(
-        x.rejected("GET /e", 2, t0, MEMORY, &cache),
-        Verdict::NotTheToken
+        c.says("/api/v1.0/documenttypes", 1, now, &cache),
+        Says::Renew
     );
+    assert_eq!(
+        d.says("/api/v1.0/documenttypes", 5, now, &cache),
+        Says::Await
+    );
+    c.accepted(&get("/api/v1.0/documenttypes"), now, &cache);
+    assert_eq!(
+        d.says("/api/v1.0/documenttypes", 5, now, &cache),
+        Says::Renew
+    );
+    // A renewal that never reports is given up on.
+    let (e, f) = (Rejections::default(), Rejections::default());
+    assert_eq!(
+        e.says("/api/v1.0/notifications/taxpayer", 1, now, &cache),
+        Says::Renew
+    );
+    let later = now + DECIDE;
+    assert_eq!(
+        f.says("/api/v1.0/notifications/taxpayer", 9, later, &cache),
+        Says::Renew
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_one_entry_learned_holds_for_every_entry_for_the_memory() {
+    let (x, a, cache, t0) = (
+        Rejections::default(),
+        Rejections::default(),
+        Learned::default(),
+        Instant::now(),
+    );
+    assert_eq!(x.says("/e", 1, t0, &cache), Says::Renew);
+    assert_eq!(x.says("/e", 2, t0, &cache), Says::NotTheToken);
+    // x goes on being rejected at its path: it stays learned for x. a
+    // follows the cache until the memory ends since it was learned.
     let mut renewed = None;
     for minute in 1..=30 {
         let now = t0 + S(60 * minute);
-        x.rejected("GET /e", 2, now, MEMORY, &cache);
-        if a.rejected("GET /e", 5, now, MEMORY, &cache) == Verdict::Renew {
+        assert_eq!(x.says("/e", 2, now, &cache), Says::NotTheToken, "{minute}");
+        if a.says("/e", 5, now, &cache) == Says::Renew {
             renewed = Some(minute);
             break;
         }
     }
-    // Its first 401 was at minute 1; renewed once it had been rejected
-    // for a whole memory (x's 401s do not keep the cache's record alive).
-    assert!(
-        renewed.is_some_and(|m| m <= 11),
-        "renewed at minute {renewed:?}"
-    );
+    assert_eq!(renewed, Some(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_path_that_rejected_a_new_token_stays_learned_while_its_401s_go_on() {
+    let (r, cache, t0) = (Rejections::default(), Learned::default(), Instant::now());
+    assert_eq!(r.says("/x", 1, t0, &cache), Says::Renew);
+    assert_eq!(r.says("/x", 2, t0, &cache), Says::NotTheToken);
+    // A 401 every 5 minutes for an hour: learned all along.
+    for i in 1..=12 {
+        assert_eq!(
+            r.says("/x", 2, t0 + S(300 * i), &cache),
+            Says::NotTheToken,
+            "{i}"
+        );
+    }
+    // Quiet for the whole memory: a 401 is about the token again.
+    assert_eq!(r.says("/x", 2, t0 + S(3600) + MEMORY, &cache), Says::Renew);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_through_at_the_path_that_taught_it_ends_the_record() {
+    let (r, cache, now) = (Rejections::default(), Learned::default(), Instant::now());
+    assert_eq!(r.says("/x", 1, now, &cache), Says::Renew);
+    assert_eq!(r.says("/x", 2, now, &cache), Says::NotTheToken);
+    r.accepted(&get("/x"), now, &cache);
+    assert!(!cache.any() && !r.any(), "records left");
+    assert_eq!(r.says("/x", 2, now, &cache), Says::Renew);
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_elsewhere_at_the_endpoint_allow_one_renewal_per_memory() {
+    let (r, cache, now) = (Rejections::default(), Learned::default(), Instant::now());
+    let docs = |id: &str| format!("/api/v1.0/documents/{id}/details");
+    assert_eq!(r.says(&docs("BAD1"), 1, now, &cache), Says::Renew);
+    assert_eq!(r.says(&docs("BAD1"), 2, now, &cache), Says::NotTheToken);
+    // Other IDs: not about the token, while no token got through there.
+    assert_eq!(r.says(&docs("BAD2"), 2, now, &cache), Says::NotTheToken);
+    r.accepted(&get(&docs("OK1")), now, &cache);
+    // The path that taught it still rejects; another may be a revocation:
+    // one renewal tells.
+    assert_eq!(r.says(&docs("BAD1"), 2, now, &cache), Says::NotTheToken);
+    assert_eq!(r.says(&docs("OK1"), 2, now, &cache), Says::Renew);
+    assert_eq!(r.says(&docs("OK1"), 3, now, &cache), Says::NotTheToken);
+    r.accepted(&get(&docs("OK2")), now, &cache);
+    // Spent for this memory.
+    assert_eq!(r.says(&docs("BAD3"), 3, now, &cache), Says::NotTheToken);
+    assert_eq!(r.says(&docs("BAD3"), 3, now + MEMORY, &cache), Says::Renew);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_that_ended_are_dropped_so_answers_cost_nothing_again() {
+    let (r, cache, now) = (Rejections::default(), Learned::default(), Instant::now());
+    assert_eq!(r.says("/x", 1, now, &cache), Says::Renew);
+    assert_eq!(r.says("/x", 2, now, &cache), Says::NotTheToken);
+    assert!(r.any() && cache.any());
+    let later = now + MEMORY;
+    r.accepted(&get("/y"), later, &cache);
+    assert!(!r.any(), "ended records kept");
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_are_bounded() {
+    let (r, cache, now) = (Rejections::default(), Learned::default(), Instant::now());
+    for i in 0..200 {
+        let path = format!("/a{i}");
+        r.says(&path, 1, now, &cache);
+        r.says(&path, 2, now, &cache);
+    }
+    assert!(r.paths_len() <= MAX_ENDPOINTS);
 }

@@ -73,3 +73,132 @@ async fn a_429s_hold_outlives_the_cache_that_met_it() {
     assert_eq!(held_at.elapsed(), Duration::from_secs(30));
     assert_eq!(identity.login_count().await, 1);
 }
+
+/// An API whose `forbidden` paths answer 401 to every token, the rest 200,
+/// and a cache's client for it.
+struct Rejecting {
+    identity: Identity,
+    api: crate::support::Api,
+    cache: myinvois_auth::TokenCache,
+    client: reqwest_middleware::ClientWithMiddleware,
+    server: wiremock::MockServer,
+}
+
+impl Rejecting {
+    async fn start() -> Self {
+        let identity = Identity::start().await;
+        let (server, api) = crate::support::Api::start().await;
+        let cache = identity.builder().build().unwrap();
+        let client = crate::support::client(&cache, &server);
+        Rejecting {
+            identity,
+            api,
+            cache,
+            client,
+            server,
+        }
+    }
+
+    async fn get(&self, path: &str, taxpayer: Option<&str>) -> reqwest::StatusCode {
+        let request = self.client.get(format!("{}{path}", self.server.uri()));
+        let request = match taxpayer {
+            Some(tin) => request.with_extension(myinvois_auth::OnBehalfOf::new(tin)),
+            None => request,
+        };
+        request.send().await.unwrap().status()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn twelve_taxpayers_meeting_an_always_401_endpoint_at_once_cost_at_most_one_login() {
+    let fixture = std::sync::Arc::new(Rejecting::start().await);
+    fixture.api.reject_paths_containing("/forbidden");
+    fixture.api.delay_rejections(Duration::from_millis(50));
+    let taxpayers: Vec<String> = (0..12).map(|i| format!("C81000000{i:02}")).collect();
+    for tin in &taxpayers {
+        let status = fixture.get("/api/v1.0/documenttypes", Some(tin)).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(fixture.identity.login_count().await, 12);
+    // A window later, so that the budget does not decide the count.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for tin in taxpayers.clone() {
+        let fixture = std::sync::Arc::clone(&fixture);
+        calls.spawn(async move { fixture.get("/api/v1.0/forbidden", Some(&tin)).await });
+    }
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(status.unwrap(), 401);
+    }
+    let extra = fixture.identity.login_count().await - 12;
+    assert!(extra <= 1, "{extra} logins for one always-401 endpoint");
+}
+
+/// 20 IDs of one shape at an endpoint that answers 401 to every token for
+/// them: the budget pays for one renewal, not one per ID.
+async fn ids_at_an_always_401_endpoint(ids: &[String]) {
+    let fixture = Rejecting::start().await;
+    fixture.api.reject_paths_containing("/raw");
+    assert_eq!(fixture.get("/api/v1.0/documenttypes", None).await, 200);
+    for id in ids {
+        let status = fixture
+            .get(&format!("/api/v1.0/documents/{id}/raw"), None)
+            .await;
+        assert_eq!(status, 401, "{id}");
+    }
+    let logins = fixture.identity.login_count().await;
+    assert!(
+        logins <= 2,
+        "{logins} logins for {} IDs like {}",
+        ids.len(),
+        ids[0]
+    );
+    // A real revocation is still recovered with one login.
+    let token = fixture.cache.token().await.unwrap();
+    fixture.api.revoke(token.secret());
+    assert_eq!(fixture.get("/api/v1.0/documenttypes", None).await, 200);
+    assert_eq!(fixture.identity.login_count().await, logins + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn letter_only_ids_are_one_endpoint() {
+    let ids: Vec<String> = (0..20u8)
+        .map(|i| format!("DOC{}XYZ", (b'A' + i) as char).repeat(2))
+        .collect();
+    ids_at_an_always_401_endpoint(&ids).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn uuids_are_one_endpoint() {
+    let ids: Vec<String> = (0..20)
+        .map(|i| format!("{i:08x}-aaaa-4bbb-8ccc-{:012x}", i * 7919))
+        .collect();
+    ids_at_an_always_401_endpoint(&ids).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn numeric_ids_are_one_endpoint() {
+    let ids: Vec<String> = (0..20).map(|i| format!("{}", 1000 + i)).collect();
+    ids_at_an_always_401_endpoint(&ids).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_between_rejections_at_one_endpoint_do_not_cost_a_login_each() {
+    let fixture = Rejecting::start().await;
+    fixture.api.reject_paths_containing("/BADDOC1/");
+    let ok = |n: u32| format!("/api/v1.0/documents/OKDOC{n}/details");
+    let bad = "/api/v1.0/documents/BADDOC1/details";
+    assert_eq!(fixture.get(&ok(1), None).await, 200);
+    assert_eq!(fixture.get(bad, None).await, 401);
+    for n in 2..12 {
+        assert_eq!(fixture.get(&ok(n), None).await, 200);
+        assert_eq!(fixture.get(bad, None).await, 401);
+    }
+    let logins = fixture.identity.login_count().await;
+    assert!(logins <= 2, "{logins} logins");
+    // Then a real revocation: exactly one login, and the call succeeds.
+    let token = fixture.cache.token().await.unwrap();
+    fixture.api.revoke(token.secret());
+    assert_eq!(fixture.get(&ok(1), None).await, 200);
+    assert_eq!(fixture.identity.login_count().await, logins + 1);
+}
