@@ -55,6 +55,7 @@ impl Class {
                 | Error::IdentityService { .. }
                 | Error::Timeout { .. }
                 | Error::Transport { .. }
+                | Error::WrongTaxpayer { .. }
         );
         made_by_a_login.then(|| {
             if error.is_transient() {

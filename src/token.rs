@@ -86,6 +86,9 @@ pub(crate) struct Owner<'a> {
     pub(crate) on_behalf_of: Option<&'a OnBehalfOf>,
     pub(crate) refresh_before: Duration,
     pub(crate) rejections: &'a Arc<Rejections>,
+    /// The TIN the token's claims must name, when they name one (`None`:
+    /// not checked).
+    pub(crate) taxpayer: Option<&'a str>,
 }
 
 /// A successful login's result, before it becomes a token.
@@ -193,11 +196,15 @@ impl AccessToken {
         clock: &Clock,
         now: Instant,
         owner: &Owner<'_>,
+        hidden: &[&str],
     ) -> Result<Self, String> {
         let lifetime = (stored.expires_at - stored.issued_at)
             .to_std()
             .map_err(|_| "its expiry is before its issue time".to_owned())?;
         let header = checked_token(&stored.access_token, lifetime).map_err(|e| e.to_string())?;
+        if let Some(expected) = owner.taxpayer {
+            check_taxpayer(&stored.access_token, expected, hidden).map_err(|e| e.to_string())?;
+        }
         let now_utc = clock.utc(now);
         if stored.issued_at > now_utc + STORED_CLOCK_SKEW {
             return Err(format!(
@@ -221,10 +228,13 @@ impl AccessToken {
         let sent_at = now
             .checked_sub(lifetime - remaining)
             .ok_or_else(|| "its issue time is out of range".to_owned())?;
-        // Shown by `Debug`: treated like text from the identity service.
+        // Shown by `Debug`: treated like text from the identity service,
+        // scrubbed of the token and of the client secret.
+        let mut hide = hidden.to_vec();
+        hide.push(&stored.access_token);
         let scope = stored
             .scope
-            .map(|scope| redact::scrub(&scope, &[&stored.access_token], redact::MAX_TEXT));
+            .map(|scope| redact::scrub(&scope, &hide, redact::MAX_TEXT));
         Ok(AccessToken::new(
             Issued {
                 secret: stored.access_token,
@@ -262,6 +272,34 @@ pub(crate) fn checked_token(access_token: &str, lifetime: Duration) -> Result<He
         )));
     }
     bearer_header(access_token)
+}
+
+/// The check every token passes when its login named a taxpayer: a token
+/// whose claims name one (`TaxpayerTIN`, or the older `TaxTin`) must name
+/// `expected` (the TIN part of `TIN:ROB`), or the API would act for another
+/// taxpayer. A token that is not a JWT, or names none, passes. The TIN the
+/// token names is text from the identity service: scrubbed of `hidden`
+/// (the client secret) and of the token.
+pub(crate) fn check_taxpayer(
+    access_token: &str,
+    expected: &str,
+    hidden: &[&str],
+) -> Result<(), Error> {
+    let Ok(claims) = TokenClaims::decode(access_token) else {
+        return Ok(());
+    };
+    match claims.taxpayer_tin() {
+        Some(named) if !named.trim().eq_ignore_ascii_case(expected) => {
+            let mut hide = hidden.to_vec();
+            hide.push(access_token);
+            Err(Error::WrongTaxpayer {
+                expected: expected.to_owned(),
+                issued_for: redact::scrub(named, &hide, redact::MAX_TEXT),
+                retry_after: None,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `Bearer <token>`, marked sensitive; an error (never quoting the token) if
@@ -313,6 +351,7 @@ mod tests {
             on_behalf_of: None,
             refresh_before: Duration::ZERO,
             rejections: &rejections,
+            taxpayer: None,
         };
         let sent_at = Instant::now();
         let issued = |lifetime| Issued {

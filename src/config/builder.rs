@@ -21,6 +21,7 @@ use crate::failure::{
 use crate::redact;
 use crate::rejection::DEFAULT_REJECTION_MEMORY;
 use crate::store::{MemoryTokenStore, TokenStore};
+use crate::taxpayer::OnBehalfOf;
 
 /// Default for [`TokenCacheBuilder::refresh_before`]: 5 minutes.
 pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
@@ -75,6 +76,9 @@ pub struct TokenCacheBuilder {
     rejection_memory: Duration,
     /// `None`: not set (a single process, or a fleet that forgot it).
     fleet_size: Option<u32>,
+    check_token_taxpayer: bool,
+    /// `None`: the plain login's taxpayer is not known.
+    taxpayer_tin: Option<String>,
 }
 
 /// A URL as given to the builder, not yet checked: `Debug` shows it
@@ -124,6 +128,8 @@ impl TokenCacheBuilder {
             transient_error_backoff: DEFAULT_TRANSIENT_ERROR_BACKOFF,
             rejection_memory: DEFAULT_REJECTION_MEMORY,
             fleet_size: None,
+            check_token_taxpayer: true,
+            taxpayer_tin: None,
         }
     }
 
@@ -353,6 +359,50 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Whether a token whose JWT claims name a taxpayer (`TaxpayerTIN`, or
+    /// the older `TaxTin`) must name the one its login asked for: the
+    /// `onbehalfof` TIN (the part before `:` of `TIN:ROB`), or for the plain
+    /// login the [`taxpayer_tin`](Self::taxpayer_tin) given. A token naming
+    /// another is never served: the caller gets
+    /// [`Error::WrongTaxpayer`], remembered like an OAuth error, and a
+    /// warning is logged. A token that is not a JWT, or names no taxpayer,
+    /// is served. Switch it off only for an identity service that puts
+    /// something else in that claim.
+    ///
+    /// ```
+    /// # use myinvois_auth::{Credentials, Environment, TokenCache};
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .environment(Environment::custom("https://id.example.com", "https://api.example.com")?)
+    ///     .check_token_taxpayer(false) // this stand-in names no MyInvois taxpayer
+    ///     .build()?;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    ///
+    /// Defaults to on.
+    pub fn check_token_taxpayer(mut self, check: bool) -> Self {
+        self.check_token_taxpayer = check;
+        self
+    }
+
+    /// The TIN the plain (non-intermediary) login acts as: its tokens must
+    /// name it when they name a taxpayer (see
+    /// [`check_token_taxpayer`](Self::check_token_taxpayer)).
+    ///
+    /// ```
+    /// # use myinvois_auth::{Credentials, Environment, TokenCache};
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .environment(Environment::Sandbox)
+    ///     .taxpayer_tin("C25845632020")
+    ///     .build()?;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    ///
+    /// Defaults to none: the plain login's tokens are not checked.
+    pub fn taxpayer_tin(mut self, tin: impl Into<String>) -> Self {
+        self.taxpayer_tin = Some(tin.into());
+        self
+    }
+
     /// The checks of [`build`](Self::build), and the settings they pass.
     pub(crate) fn into_settings(self) -> Result<Settings, Error> {
         if self.credentials.client_id.trim().is_empty() {
@@ -393,6 +443,9 @@ impl TokenCacheBuilder {
             }
             Some((count, period)) => Some(RateLimit { count, period }),
         };
+        if let Some(tin) = &self.taxpayer_tin {
+            OnBehalfOf::new(tin).validate()?;
+        }
         if self.max_entries == 0 {
             return Err(Error::InvalidConfig("max_entries is 0".into()));
         }
@@ -433,6 +486,10 @@ impl TokenCacheBuilder {
             },
             rejection_memory: self.rejection_memory,
             fleet_size: self.fleet_size.map(|n| n.max(1)),
+            check_token_taxpayer: self.check_token_taxpayer,
+            taxpayer_tin: self
+                .taxpayer_tin
+                .map(|tin| OnBehalfOf::new(tin).tin().to_owned()),
         })
     }
 }

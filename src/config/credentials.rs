@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 use crate::error::Error;
 
@@ -65,6 +66,19 @@ pub(crate) struct Secret {
     pub(crate) value: SecretString,
     /// 0 for the secret the cache was built with, then one more per rotation.
     pub(crate) generation: u64,
+}
+
+impl Secret {
+    /// The secret as text may show it: as it is, and form-encoded (as the
+    /// login sends it). Both zeroed when dropped.
+    pub(crate) fn forms(&self) -> [Zeroizing<String>; 2] {
+        let plain = Zeroizing::new(self.value.expose_secret().to_owned());
+        // Sized for the worst case, so the buffer holding the secret is
+        // never reallocated (which would leave a copy in freed memory).
+        let mut encoded = Zeroizing::new(String::with_capacity(3 * plain.len()));
+        encoded.extend(url::form_urlencoded::byte_serialize(plain.as_bytes()));
+        [plain, encoded]
+    }
 }
 
 impl ClientCredentials {

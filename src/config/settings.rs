@@ -32,6 +32,10 @@ pub(crate) struct Settings {
     pub(crate) rejection_memory: Duration,
     /// `None`: not set (a single process, or a fleet that forgot it).
     pub(crate) fleet_size: Option<u32>,
+    /// Whether a token's taxpayer claim is checked against its login's.
+    pub(crate) check_token_taxpayer: bool,
+    /// The TIN the plain login's tokens must name, when given.
+    pub(crate) taxpayer_tin: Option<String>,
 }
 
 /// What names the settings; nothing that could hold a credential (the

@@ -34,7 +34,7 @@ pub(crate) async fn login(
     secret: &Secret,
     on_behalf_of: Option<&OnBehalfOf>,
 ) -> Result<Issued, Error> {
-    let call = send(settings, &secret.value, on_behalf_of);
+    let call = send(settings, secret, on_behalf_of);
     match settings.login_timeout {
         Some(limit) => tokio::time::timeout(limit, call)
             .await
@@ -45,21 +45,21 @@ pub(crate) async fn login(
 
 async fn send(
     settings: &Settings,
-    secret: &SecretString,
+    secret: &Secret,
     on_behalf_of: Option<&OnBehalfOf>,
 ) -> Result<Issued, Error> {
-    let encoded_secret = Zeroizing::new(urlencoded(secret.expose_secret()));
+    let forms = secret.forms();
     let mut request = settings
         .http_client
         .post(settings.token_url.clone())
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form_body(settings, secret));
+        .body(form_body(settings, &secret.value));
     if let Some(taxpayer) = on_behalf_of {
         request = request.header(ON_BEHALF_OF, taxpayer.as_str());
     }
 
-    let sensitive = [secret.expose_secret(), encoded_secret.as_str()];
+    let sensitive = [forms[0].as_str(), forms[1].as_str()];
     let sent_at = Instant::now();
     let mut response = request.send().await.map_err(Error::transport)?;
     let status = response.status();
@@ -138,14 +138,6 @@ impl AsRef<[u8]> for ZeroizingBody {
     fn as_ref(&self) -> &[u8] {
         self.0.as_bytes()
     }
-}
-
-/// The form encoding of `value`, in a buffer sized for the worst case so
-/// that it is never reallocated (which would leave a copy in freed memory).
-fn urlencoded(value: &str) -> String {
-    let mut encoded = String::with_capacity(3 * value.len());
-    encoded.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
-    encoded
 }
 
 #[cfg(test)]

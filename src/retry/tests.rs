@@ -24,9 +24,10 @@ fn variant(error: &Error) -> usize {
         Error::InvalidToken(_) => 9,
         Error::LoginAborted => 10,
         Error::Environment { .. } => 11,
+        Error::WrongTaxpayer { .. } => 12,
     }
 }
-const VARIANTS: usize = 12;
+const VARIANTS: usize = 13;
 
 fn oauth(code: OAuthErrorCode, status: u16) -> Error {
     Error::OAuth {
@@ -117,6 +118,11 @@ fn every_error_variant_is_retried_exactly_when_a_new_login_may_cure_it() {
         },
         Error::invalid_response("token_type is not Bearer"),
         Error::InvalidToken("not a JWT".into()),
+        Error::WrongTaxpayer {
+            expected: "C1".into(),
+            issued_for: "C2".into(),
+            retry_after: secs(120),
+        },
         Error::Environment {
             name: "MYINVOIS_CLIENT_ID",
             problem: EnvProblem::Missing,

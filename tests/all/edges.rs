@@ -202,3 +202,139 @@ async fn successes_between_rejections_at_one_endpoint_do_not_cost_a_login_each()
     assert_eq!(fixture.get(&ok(1), None).await, 200);
     assert_eq!(fixture.identity.login_count().await, logins + 1);
 }
+
+/// A compact JWT with these claims (the signature is not checked).
+fn jwt(claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("e30.{payload}.c2ln")
+}
+
+/// An identity service that answers every login with `token`.
+async fn issuing_only(token: &str) -> Identity {
+    let identity = Identity::empty().await;
+    identity
+        .answer(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        })))
+        .await;
+    identity
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_naming_another_taxpayer_is_never_served() {
+    let (c1, c2) = ("C1000000001", "C2000000002");
+    let identity = issuing_only(&jwt(serde_json::json!({ "TaxpayerTIN": c2 }))).await;
+    let (api_server, _api) = crate::support::Api::start().await;
+    let cache = identity.cache();
+    let client = crate::support::client(&cache, &api_server);
+    for call in 0..20 {
+        let err = client
+            .get(format!("{}/api/v1.0/documenttypes", api_server.uri()))
+            .with_extension(myinvois_auth::OnBehalfOf::new(c1))
+            .send()
+            .await
+            .unwrap_err();
+        match Error::find_in(&err) {
+            Some(Error::WrongTaxpayer {
+                expected,
+                issued_for,
+                ..
+            }) => assert_eq!((expected.as_str(), issued_for.as_str()), (c1, c2)),
+            other => panic!("call {call}: {other:?}"),
+        }
+        let shown = err.to_string();
+        assert!(shown.contains(c1) && shown.contains(c2), "{shown}");
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        identity.login_count().await,
+        1,
+        "remembered like a lasting failure"
+    );
+    assert!(
+        api_server.received_requests().await.unwrap().is_empty(),
+        "the token reached the API"
+    );
+    // The TIN of `TIN:ROB` is what the claim names.
+    let rob = format!("{c2}:201901234567");
+    assert!(cache.token_on_behalf_of(&rob).await.is_ok());
+    // The plain login is checked when the builder names its TIN.
+    let plain = identity.builder().taxpayer_tin(c1).build().unwrap();
+    let err = plain.token().await.unwrap_err();
+    assert!(matches!(err, Error::WrongTaxpayer { .. }), "{err:?}");
+    assert!(
+        identity.cache().token().await.is_ok(),
+        "unchecked without it"
+    );
+    // For an identity service that puts something else there: switched off.
+    let unchecked = identity
+        .builder()
+        .check_token_taxpayer(false)
+        .build()
+        .unwrap();
+    assert!(unchecked.token_on_behalf_of(c1).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_token_naming_another_taxpayer_is_refused_and_a_login_happens() {
+    use myinvois_auth::{Loaded, StoredToken};
+    let (c1, c2) = ("C1000000001", "C2000000002");
+    let identity = issuing_only(&jwt(serde_json::json!({ "TaxpayerTIN": c1 }))).await;
+    let theirs = jwt(serde_json::json!({ "TaxpayerTIN": c2, "n": 1 }));
+    let store = crate::support::Hooked::on_load(move |_| Loaded {
+        token: Some(StoredToken {
+            access_token: theirs.clone(),
+            issued_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            scope: None,
+            remaining: Duration::from_secs(3600),
+        }),
+        locked: None,
+    });
+    let cache = identity
+        .builder()
+        .token_store(std::sync::Arc::new(store))
+        .build()
+        .unwrap();
+    let token = cache.token_on_behalf_of(c1).await.unwrap();
+    assert_eq!(token.claims().unwrap().taxpayer_tin(), Some(c1));
+    assert_eq!(identity.login_count().await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_scope_is_scrubbed_of_the_client_secret() {
+    use crate::support::{LogCapture, SECRET};
+    use myinvois_auth::{Loaded, StoredToken};
+    let identity = Identity::start().await;
+    let store = crate::support::Hooked::on_load(|_| Loaded {
+        token: Some(StoredToken {
+            access_token: "STOREDTOKEN".into(),
+            issued_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            scope: Some(format!("InvoicingAPI {SECRET}")),
+            remaining: Duration::from_secs(3600),
+        }),
+        locked: None,
+    });
+    let logs = LogCapture::start();
+    let cache = identity
+        .builder()
+        .token_store(std::sync::Arc::new(store))
+        .build()
+        .unwrap();
+    let token = cache.token().await.unwrap();
+    assert_eq!(
+        identity.login_count().await,
+        0,
+        "the stored token was not taken"
+    );
+    let scope = token.scope().unwrap();
+    assert!(scope.starts_with("InvoicingAPI"), "{scope}");
+    for shown in [scope.to_owned(), format!("{token:?}"), logs.text()] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+    assert!(logs.text().contains("token taken from the token store"));
+}

@@ -28,7 +28,7 @@ use crate::clock::after;
 use crate::error::Error;
 use crate::login::login;
 use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest};
-use crate::token::AccessToken;
+use crate::token::{check_taxpayer, AccessToken};
 
 /// While another process logs in for the entry, look for its token after
 /// this long, doubling up to [`FLEET_POLL_MAX`].
@@ -164,11 +164,13 @@ impl Entry {
     /// and, for a refresh, is newer than the one held (`have` is its expiry).
     fn accept_shared(&self, loaded: Loaded, have: Option<Instant>) -> Option<AccessToken> {
         let stored = loaded.token?;
+        let secret = self.ctx.settings.credentials.secret().forms();
         let token = match AccessToken::from_stored(
             stored,
             &self.ctx.clock,
             Instant::now(),
             &self.owner(),
+            &[secret[0].as_str(), secret[1].as_str()],
         ) {
             Ok(token) => token,
             Err(reason) => {
@@ -271,11 +273,17 @@ impl Entry {
         let secret = ctx.settings.credentials.secret();
         self.login_secret
             .store(secret.generation, Ordering::Relaxed);
+        let owner = self.owner();
         let result = login(&ctx.settings, &secret, self.on_behalf_of.as_ref())
             .await
-            .map(|issued| {
+            .and_then(|issued| {
+                if let Some(expected) = owner.taxpayer {
+                    let forms = secret.forms();
+                    let hidden = [forms[0].as_str(), forms[1].as_str()];
+                    check_taxpayer(&issued.secret, expected, &hidden)?;
+                }
                 let sent_at_utc = ctx.clock.utc(issued.sent_at);
-                AccessToken::new(issued, sent_at_utc, &self.owner())
+                Ok(AccessToken::new(issued, sent_at_utc, &owner))
             });
         let took = started.elapsed();
         ctx.counters.login_ended(took, result.as_ref().err());

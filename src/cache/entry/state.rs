@@ -158,6 +158,21 @@ impl Entry {
             on_behalf_of: self.on_behalf_of.as_ref(),
             refresh_before: self.ctx.settings.refresh_before,
             rejections: &self.rejections,
+            taxpayer: self.taxpayer(),
+        }
+    }
+
+    /// The TIN a token of this entry must name in its claims, when they
+    /// name one: the taxpayer acted for, or for the plain login the one the
+    /// builder was told; `None` when the check is off.
+    fn taxpayer(&self) -> Option<&str> {
+        let settings = &self.ctx.settings;
+        if !settings.check_token_taxpayer {
+            return None;
+        }
+        match &self.on_behalf_of {
+            Some(taxpayer) => Some(taxpayer.tin()),
+            None => settings.taxpayer_tin.as_deref(),
         }
     }
 
