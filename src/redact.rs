@@ -119,6 +119,16 @@ fn push_visible(out: &mut String, text: &str) {
     out.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }));
 }
 
+/// `text` with every control character escaped (`\n`, `\u{1b}`, …), for
+/// a label that reaches a log: a line break would forge a log line.
+pub(crate) fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(text.chars().flat_map(char::escape_default).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// `scheme://host[:port]`: the part of a URL that names where it goes and
 /// never carries credentials (no user-info, path, query or fragment).
 pub(crate) fn origin(url: &Url) -> String {

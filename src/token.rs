@@ -120,7 +120,11 @@ impl AccessToken {
             lifetime_end,
             valid_until,
             expires: valid_until - margin,
-            refresh_at: refresh_at(issued.sent_at, issued.lifetime, owner.refresh_before),
+            refresh_at: refresh_at(
+                valid_until - margin,
+                issued.lifetime - margin,
+                owner.refresh_before,
+            ),
             rejections: Arc::clone(owner.rejections),
         }))
     }

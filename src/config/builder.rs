@@ -161,9 +161,13 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// Start a background refresh this long before a token expires; callers
-    /// keep using the still-valid token meanwhile. Capped at half the token's
-    /// lifetime, so a short-lived token is not refreshed continuously.
+    /// Start a background refresh this long before a token stops being
+    /// served ([`EXPIRY_MARGIN`](crate::EXPIRY_MARGIN) before its lifetime
+    /// ends); callers keep using the still-valid token meanwhile. Whatever
+    /// it is set to, every token has a refresh window: at least a twentieth
+    /// of the time it is served and 5 seconds (a window too short to log in
+    /// within would make every refresh block callers), at most half of it
+    /// (a short-lived token is not refreshed continuously).
     ///
     /// Defaults to [`DEFAULT_REFRESH_BEFORE`] (5 minutes).
     pub fn refresh_before(mut self, before: Duration) -> Self {
@@ -408,6 +412,17 @@ impl TokenCacheBuilder {
         if self.credentials.client_id.trim().is_empty() {
             return Err(Error::InvalidConfig("the client ID is empty".into()));
         }
+        // Both are named in log lines: a line break would forge one.
+        if has_control(&self.credentials.client_id) {
+            return Err(Error::InvalidConfig(
+                "the client ID has a control character (CR, LF, …)".into(),
+            ));
+        }
+        if self.scope.as_deref().is_some_and(has_control) {
+            return Err(Error::InvalidConfig(
+                "the scope has a control character (CR, LF, …)".into(),
+            ));
+        }
         check_secret(&self.credentials.client_secret)?;
         if let Some(scope) = &self.scope {
             if scope.trim().is_empty() {
@@ -492,6 +507,11 @@ impl TokenCacheBuilder {
                 .map(|tin| OnBehalfOf::new(tin).tin().to_owned()),
         })
     }
+}
+
+/// Whether `text` holds a control character (a line break, an escape, …).
+pub(super) fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
 }
 
 /// A back-off from the builder's `(initial, max)`; a `max` below `initial`

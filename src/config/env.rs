@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::builder::TokenCacheBuilder;
+use super::builder::{has_control, TokenCacheBuilder};
 use super::credentials::Credentials;
 use super::environment::Environment;
 use crate::error::{EnvProblem, Error};
@@ -73,6 +73,14 @@ impl TokenCacheBuilder {
                 problem: EnvProblem::NotUnicode,
             })?);
             let value = value.trim();
+            // The client ID and scope are named in log lines, where a line
+            // break would forge one; no MyInvois value holds one.
+            if name != ENV_CLIENT_SECRET && has_control(value) {
+                return Err(Error::Environment {
+                    name,
+                    problem: EnvProblem::Expected("a value without control characters (CR, LF, …)"),
+                });
+            }
             Ok((!value.is_empty()).then(|| value.to_owned()))
         };
         let required = |name: &'static str| {

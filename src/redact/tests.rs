@@ -98,3 +98,11 @@ fn urls_lose_credentials_query_and_fragment() {
     let url = Url::parse("https://id.example.com/x").unwrap();
     assert_eq!(origin(&url), "https://id.example.com");
 }
+
+#[test]
+fn labels_are_escaped_so_no_text_breaks_a_log_line() {
+    assert_eq!(escaped("erp-client-1"), "erp-client-1");
+    assert!(matches!(escaped("plain"), std::borrow::Cow::Borrowed(_)));
+    assert_eq!(escaped("erp\nFORGED"), "erp\\nFORGED");
+    assert_eq!(escaped("a\r\nb\u{1b}[31m"), "a\\r\\nb\\u{1b}[31m");
+}

@@ -338,3 +338,109 @@ async fn a_stored_scope_is_scrubbed_of_the_client_secret() {
     }
     assert!(logs.text().contains("token taken from the token store"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_before_below_the_expiry_margin_still_refreshes_ahead() {
+    use crate::sim::{Issuing, SimIdentity};
+    let issuing = Issuing {
+        lifetime: Duration::from_secs(20),
+        truncate_from: None,
+        delay: Duration::from_millis(400),
+    };
+    let sim = SimIdentity::start_issuing(1000, Duration::from_secs(60), issuing).await;
+    let cache = myinvois_auth::TokenCache::builder(myinvois_auth::Credentials::new(
+        crate::support::CLIENT_ID,
+        crate::support::SECRET,
+    ))
+    .identity_url(&sim.uri)
+    .login_timeout(None)
+    .refresh_before(Duration::from_secs(1))
+    .without_login_rate_limit()
+    .build()
+    .unwrap();
+    cache.token().await.unwrap();
+    // 60 s of steady calls, one every 100 ms: none waits for a login (the
+    // server's 400 ms run on the test's clock, so a wait shows).
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let called = Instant::now();
+        let token = cache.token().await.unwrap();
+        assert_eq!(
+            called.elapsed(),
+            Duration::ZERO,
+            "waited for a login {:?} in",
+            started.elapsed()
+        );
+        assert!(
+            sim.accepts(token.secret(), None),
+            "an expired token was served"
+        );
+    }
+    assert!(sim.login_times().len() >= 4, "no refresh ahead happened");
+}
+
+#[tokio::test]
+async fn control_characters_in_the_client_id_or_scope_are_refused_and_forge_no_log_line() {
+    use crate::support::{LogCapture, SECRET};
+    use myinvois_auth::{Credentials, EnvProblem, TokenCache, TokenCacheBuilder};
+    let logs = LogCapture::start();
+    let forged = "FORGED level=ERROR the identity service is down";
+    let cases = [
+        (format!("erp\n{forged}"), None, "client ID"),
+        (format!("erp\r\n{forged}"), None, "client ID"),
+        (
+            "erp".to_owned(),
+            Some(format!("InvoicingAPI\r\n{forged}")),
+            "scope",
+        ),
+        (
+            "erp".to_owned(),
+            Some(format!("InvoicingAPI\n{forged}")),
+            "scope",
+        ),
+    ];
+    for (client_id, scope, field) in cases {
+        let mut builder = TokenCache::builder(Credentials::new(client_id, SECRET))
+            .identity_url("http://127.0.0.1:9");
+        if let Some(scope) = scope {
+            builder = builder.scope(scope);
+        }
+        match builder.build() {
+            Err(Error::InvalidConfig(why)) => {
+                assert!(why.contains(field), "{why}");
+                assert!(!why.contains("FORGED"), "{why}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    for name in ["MYINVOIS_CLIENT_ID", "MYINVOIS_SCOPE"] {
+        let vars = |wanted: &str| -> Option<std::ffi::OsString> {
+            match wanted {
+                "MYINVOIS_CLIENT_ID" if name == wanted => Some(format!("erp\n{forged}").into()),
+                "MYINVOIS_SCOPE" if name == wanted => Some(format!("A\r\n{forged}").into()),
+                "MYINVOIS_CLIENT_ID" => Some("erp".into()),
+                "MYINVOIS_CLIENT_SECRET" => Some(SECRET.into()),
+                "MYINVOIS_ENVIRONMENT" => Some("sandbox".into()),
+                _ => None,
+            }
+        };
+        match TokenCacheBuilder::from_vars(vars) {
+            Err(
+                err @ Error::Environment {
+                    name: named,
+                    problem: EnvProblem::Expected(_),
+                },
+            ) => {
+                assert_eq!(named, name);
+                assert!(!err.to_string().contains("FORGED"), "{err}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let text = logs.text();
+    assert!(
+        !text.lines().any(|line| line.starts_with("FORGED")),
+        "{text}"
+    );
+}

@@ -29,6 +29,7 @@ use crate::clock::{after, Now};
 use crate::error::Error;
 use crate::failure::FailureMemory;
 use crate::freshness::should_refresh;
+use crate::redact;
 use crate::rejection::Rejections;
 use crate::store::entry_key;
 use crate::taxpayer::OnBehalfOf;
@@ -73,16 +74,21 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn new(ctx: Arc<Context>, on_behalf_of: Option<OnBehalfOf>, now: Instant) -> Self {
         let settings = &ctx.settings;
+        // Escaped, though build() refuses control characters in them: a
+        // line break in a label would forge a log line.
         let mut label = format!(
             "client_id={} identity={}",
-            settings.credentials.client_id(),
+            redact::escaped(settings.credentials.client_id()),
             settings.token_url.host_str().unwrap_or("?")
         );
         if let Some(scope) = &settings.scope {
-            label.push_str(&format!(" scope={scope}"));
+            label.push_str(&format!(" scope={}", redact::escaped(scope)));
         }
         if let Some(taxpayer) = &on_behalf_of {
-            label.push_str(&format!(" on_behalf_of={taxpayer}"));
+            label.push_str(&format!(
+                " on_behalf_of={}",
+                redact::escaped(taxpayer.as_str())
+            ));
         }
         let last_used = AtomicU64::new(ctx.clock.nanos(now));
         let store_key = entry_key(
