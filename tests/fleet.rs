@@ -715,6 +715,55 @@ async fn a_token_in_redis_that_fails_a_check_is_never_served_and_a_login_happens
     }
 }
 
+/// A Redis record whose scope holds the client secret (a store written by
+/// another tool, or tampered with): the token is served, its scope never
+/// shows the secret, nor does any log line. Current-thread, so the
+/// captured logs hold every task's.
+#[tokio::test]
+async fn a_scope_in_redis_holding_the_client_secret_is_never_shown() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let prefix = "scope";
+    let cache = || {
+        TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+            .identity_url(server.uri())
+            .without_login_rate_limit()
+            .token_store(Arc::new(
+                RedisTokenStore::with_prefix(&redis.url(), prefix).unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    cache().token().await.unwrap();
+    let logins = service.login_times().len();
+    let now = chrono::Utc::now().timestamp_millis();
+    overwrite_stored_token(
+        &redis,
+        prefix,
+        json!({"access_token": "FLEET-STORED", "issued_at_ms": now, "expires_at_ms": now + 3_600_000,
+               "scope": format!("InvoicingAPI {SECRET}")}),
+        3_600_000,
+    )
+    .await;
+    let (logs, _guard) = captured_logs_at(tracing::Level::TRACE);
+    let token = cache().token().await.unwrap();
+    assert_eq!(token.secret(), "FLEET-STORED");
+    assert_eq!(
+        service.login_times().len(),
+        logins,
+        "the record was not taken"
+    );
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("token taken from the token store"), "{text}");
+    for shown in [
+        token.scope().unwrap().to_owned(),
+        format!("{token:?}"),
+        text,
+    ] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_in_redis_is_trusted_for_its_ttl_not_the_writers_clock() {
     let redis = Redis::start();
@@ -953,6 +1002,13 @@ async fn with_more_processes_than_logins_a_window_each_takes_a_rate_not_a_login_
 /// Logs written while `run` runs on this thread (a current-thread runtime
 /// keeps every task on it).
 fn captured_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    captured_logs_at(tracing::Level::WARN)
+}
+
+/// Logs at `level` and above written while the guard lives, on this thread.
+fn captured_logs_at(
+    level: tracing::Level,
+) -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     #[derive(Clone)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Sink {
@@ -969,7 +1025,7 @@ fn captured_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || sink.clone())
         .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
 }
