@@ -102,30 +102,26 @@ impl Learned {
             })
     }
 
-    /// The verdict another entry's renewal at `template` is deciding, to
-    /// wait for (and when it is given up on); `None` when no renewal by
-    /// another entry is under way.
-    pub(super) fn deciding(
+    /// Whether `entry` may renew at `template`: `None` when it may (it
+    /// is now the renewal deciding there, until `until` at the latest, or
+    /// already was); otherwise the verdict another entry's renewal there
+    /// is deciding, to wait for, and when that renewal is given up on.
+    /// One lock: two entries never both start deciding.
+    pub(super) fn decide_or_wait(
         &self,
         template: &str,
         entry: usize,
         now: Instant,
+        until: Instant,
     ) -> Option<(watch::Receiver<bool>, Instant)> {
         let mut probes = self.probes.lock();
         probes.retain(|_, probe| now < probe.until);
-        let probe = probes.get(template)?;
-        (probe.entry != entry).then(|| (probe.done.subscribe(), probe.until))
-    }
-
-    /// `entry` renews at `template`: others wait for its verdict until
-    /// `until` at the latest.
-    pub(super) fn start_deciding(&self, template: &str, entry: usize, until: Instant) {
-        let mut probes = self.probes.lock();
-        probes.entry(template.to_owned()).or_insert_with(|| Probe {
+        let probe = probes.entry(template.to_owned()).or_insert_with(|| Probe {
             entry,
             until,
             done: watch::Sender::new(false),
         });
+        (probe.entry != entry).then(|| (probe.done.subscribe(), probe.until))
     }
 
     /// `entry`'s renewal at `template` has its verdict: waiters look again.

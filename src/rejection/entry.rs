@@ -108,10 +108,10 @@ impl Rejections {
             if !cache.revive(template, now) {
                 return Verdict::NotTheToken;
             }
-        } else if let Some((decided, by)) = cache.deciding(template, self.id(), now) {
+        } else if let Some((decided, by)) =
+            cache.decide_or_wait(template, self.id(), now, after(now, decide_within))
+        {
             return Verdict::Await(decided, by);
-        } else {
-            cache.start_deciding(template, self.id(), after(now, decide_within));
         }
         self.deciding
             .insert(template, Rejected { token }, now, until);
