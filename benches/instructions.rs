@@ -120,8 +120,9 @@ impl Bench {
     /// allocates; one inside the measured loop changes what malloc does
     /// afterwards and moves the count by hundreds of instructions a request.
     /// At callgrind's speed (about 750 requests a second here), a loop of a
-    /// few hundred calls started right after a sweep has none; `main` fails
-    /// when the loop ends a second or more after this.
+    /// few hundred calls started right after a sweep has none; `main` runs
+    /// one before the warm-up and one before the measured loop, and fails
+    /// when either ends a second or more after its sweep.
     fn sweep_now(&self, runtime: &tokio::runtime::Runtime) -> Instant {
         std::thread::sleep(Duration::from_millis(1100));
         let before = Instant::now();
@@ -167,6 +168,19 @@ impl Bench {
             self.api.authorized(),
             "every request carries a token"
         );
+    }
+}
+
+/// Exits with an error unless less than a second has passed since `swept`
+/// (from [`Bench::sweep_now`]), so that no other sweep has run since.
+fn no_sweep_since(swept: Instant, what: &str) {
+    let took = swept.elapsed();
+    if took >= Duration::from_secs(1) {
+        eprintln!(
+            "instructions: {what} ended {took:?} after the cache's sweep, so another may have run inside it \
+             and moved the count: run fewer calls (scripts/instructions --calls N1,N2) or on a quieter machine"
+        );
+        std::process::exit(3);
     }
 }
 
@@ -261,17 +275,14 @@ fn main() {
             eprintln!("instructions: the number of calls must be a whole number, not {calls:?}");
             std::process::exit(2);
         };
+        // A sweep at a moment that depends on the machine's speed, in the
+        // warm-up or in the loop, would leave the heap in another state.
+        let swept = bench.sweep_now(&runtime);
         runtime.block_on(bench.run(scenario, WARM_UP));
+        no_sweep_since(swept, "the warm-up");
         let swept = bench.sweep_now(&runtime);
         measured(&runtime, &bench, scenario, calls);
-        if swept.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "instructions: the measured loop ended {:?} after the cache's sweep, so another may have \
-                 run inside it and moved the count: measure fewer calls (scripts/instructions --calls N1,N2)",
-                swept.elapsed()
-            );
-            std::process::exit(3);
-        }
+        no_sweep_since(swept, "the measured loop");
         bench.check();
         println!("instructions: {name} x {calls} done");
         for (middleware, size) in runtime.block_on(bench.future_sizes()) {
