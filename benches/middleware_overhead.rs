@@ -27,127 +27,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use http::header::AUTHORIZATION;
-use http::{Extensions, HeaderValue};
-use myinvois_auth::AuthMiddleware;
-use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
+use support::clients::{Clients, Variant};
 use support::{median, verdict, Server};
 
-#[derive(Clone, Copy, Debug)]
-enum Variant {
-    /// (a) `AuthMiddleware` with a cached token.
-    Auth,
-    /// (b) `reqwest_middleware` without middleware, static header.
-    Bare,
-    /// (c) plain `reqwest`, static header.
-    Plain,
-    /// (d) `reqwest_middleware` with a do-nothing middleware, static header.
-    PassThrough,
-}
-
-const VARIANTS: [Variant; 4] = [
-    Variant::Auth,
-    Variant::Bare,
-    Variant::Plain,
-    Variant::PassThrough,
-];
-
-/// A middleware that only calls the next one: the floor for any middleware.
-struct PassThrough;
-
-#[async_trait::async_trait]
-impl Middleware for PassThrough {
-    async fn handle(
-        &self,
-        request: reqwest::Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        next.run(request, extensions).await
-    }
-}
-
-struct Clients {
-    url: String,
-    header: HeaderValue,
-    plain: reqwest::Client,
-    bare: ClientWithMiddleware,
-    auth: ClientWithMiddleware,
-    pass_through: ClientWithMiddleware,
-}
-
-impl Clients {
-    /// Sends one request with `variant` and reads the whole answer (so the
-    /// connection goes back to the pool).
-    async fn send(&self, variant: Variant) {
-        let response = match variant {
-            Variant::Auth => self.auth.get(&self.url).send().await,
-            Variant::Bare => {
-                self.bare
-                    .get(&self.url)
-                    .header(AUTHORIZATION, self.header.clone())
-                    .send()
-                    .await
-            }
-            Variant::PassThrough => {
-                self.pass_through
-                    .get(&self.url)
-                    .header(AUTHORIZATION, self.header.clone())
-                    .send()
-                    .await
-            }
-            Variant::Plain => self
-                .plain
-                .get(&self.url)
-                .header(AUTHORIZATION, self.header.clone())
-                .send()
-                .await
-                .map_err(reqwest_middleware::Error::from),
-        }
-        .expect("request");
-        assert!(response.status().is_success());
-        std::hint::black_box(response.bytes().await.expect("body"));
-    }
-}
+/// The variants in the order of the summary's arrays: (a), (b), (c), (d).
+const VARIANTS: [Variant; 4] = Variant::ALL;
 
 fn setup(runtime: &tokio::runtime::Runtime) -> (Server, Server, Clients) {
     let api = Server::api();
     let identity = Server::identity(Duration::ZERO, 3600);
     let cache = support::cache_builder(&identity).build().expect("cache");
-    // The very header value the middleware sends.
-    let header = runtime
-        .block_on(cache.token())
-        .expect("first login")
-        .authorization_header();
-    let url = format!("{}/api/v1.0/documenttypes", api.url());
-    // One client, so one pool: every variant reuses the same keep-alive connection.
-    let plain = reqwest::Client::new();
-    let bare = reqwest_middleware::ClientBuilder::new(plain.clone()).build();
-    let auth_middleware = AuthMiddleware::new(cache)
-        .api_url(api.url())
-        .expect("api url");
-    let auth = reqwest_middleware::ClientBuilder::new(plain.clone())
-        .with(auth_middleware)
-        .build();
-    let pass_through = reqwest_middleware::ClientBuilder::new(plain.clone())
-        .with(PassThrough)
-        .build();
-    let clients = Clients {
-        url,
-        header,
-        plain,
-        bare,
-        auth,
-        pass_through,
-    };
-    // Open the connection, and check that every variant sends the token.
-    runtime.block_on(async {
-        for variant in VARIANTS {
-            let before = api.authorized();
-            clients.send(variant).await;
-            assert_eq!(api.authorized(), before + 1, "{variant:?} sent no token");
-        }
-    });
+    let clients = runtime.block_on(Clients::new(&api, cache));
     (api, identity, clients)
 }
 

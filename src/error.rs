@@ -147,6 +147,24 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// The identity service answered the login for one taxpayer with a
+    /// token whose claims name another (`TaxpayerTIN`, or the older
+    /// `TaxTin`). It is never served: the API would act for that other
+    /// taxpayer. A new login gets the same answer, so the cache remembers it
+    /// for the entry like an OAuth error. TINs are no secrets; both are
+    /// named. For an identity service that puts something else in that
+    /// claim, switch the check off with
+    /// [`check_token_taxpayer(false)`](crate::TokenCacheBuilder::check_token_taxpayer).
+    #[error("the identity service issued a token for taxpayer {issued_for} to the login for {expected}; it is not served{}", describe_wait(.retry_after, &false))]
+    WrongTaxpayer {
+        /// The TIN the login asked for.
+        expected: String,
+        /// The TIN the token names.
+        issued_for: String,
+        /// How long until the cache asks again.
+        retry_after: Option<Duration>,
+    },
+
     /// An access token is not a well-formed JWT, so its claims cannot be read
     /// (see [`AccessToken::claims`](crate::AccessToken::claims)).
     #[error("the access token is not a readable JWT: {0}")]
@@ -228,7 +246,8 @@ impl Error {
             | Error::LoginRedirected { retry_after, .. }
             | Error::InvalidResponse { retry_after, .. }
             | Error::Timeout { retry_after, .. }
-            | Error::Transport { retry_after, .. } => *retry_after,
+            | Error::Transport { retry_after, .. }
+            | Error::WrongTaxpayer { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -304,6 +323,7 @@ impl Error {
             Error::InvalidResponse { .. } => "invalid_response",
             Error::Timeout { .. } => "timeout",
             Error::Transport { .. } => "transport",
+            Error::WrongTaxpayer { .. } => "wrong_taxpayer",
             Error::InvalidToken(_) => "invalid_token",
             Error::LoginAborted => "aborted",
             Error::Environment { .. } => "environment",
@@ -320,7 +340,8 @@ impl Error {
             | Error::LoginRedirected { retry_after, .. }
             | Error::InvalidResponse { retry_after, .. }
             | Error::Timeout { retry_after, .. }
-            | Error::Transport { retry_after, .. } => *retry_after = Some(after),
+            | Error::Transport { retry_after, .. }
+            | Error::WrongTaxpayer { retry_after, .. } => *retry_after = Some(after),
             _ => {}
         }
         self

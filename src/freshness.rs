@@ -28,11 +28,30 @@ pub(crate) fn freshness(now: Instant, refresh_at: Instant, expires: Instant) -> 
     }
 }
 
-/// When to start refreshing a token issued at `issued` for `lifetime`:
-/// `refresh_before` ahead of expiry, but never earlier than half-way through
-/// its life (a short-lived token must not be refreshed on every call).
-pub(crate) fn refresh_at(issued: Instant, lifetime: Duration, refresh_before: Duration) -> Instant {
-    issued + lifetime - refresh_before.min(lifetime / 2)
+/// The shortest refresh window, whatever `refresh_before` says (unless the
+/// token is served for less than twice this): the sweep looks once a second,
+/// and the login takes its time.
+pub(crate) const MIN_REFRESH_WINDOW: Duration = Duration::from_secs(5);
+
+/// How long before a token stops being served its refresh starts, for a
+/// token served for `served`: `refresh_before`, but at least a twentieth of
+/// `served` and [`MIN_REFRESH_WINDOW`] (a window too short to refresh in
+/// would make every refresh block callers), and at most half of `served` (a
+/// short-lived token must not be refreshed on every call).
+pub(crate) fn refresh_window(served: Duration, refresh_before: Duration) -> Duration {
+    let half = served / 2;
+    let floor = (served / 20).max(MIN_REFRESH_WINDOW).min(half);
+    refresh_before.clamp(floor, half)
+}
+
+/// When to start refreshing a token that stops being served at `expires`
+/// after being served for `served`: the refresh window counted back from
+/// that instant (not from the end of its lifetime, which lies the expiry
+/// margin later).
+pub(crate) fn refresh_at(expires: Instant, served: Duration, refresh_before: Duration) -> Instant {
+    expires
+        .checked_sub(refresh_window(served, refresh_before))
+        .unwrap_or(expires)
 }
 
 /// Whether a background refresh should start now: the token is in its
@@ -80,10 +99,22 @@ mod tests {
     }
 
     #[test]
-    fn refresh_starts_refresh_before_ahead_of_expiry() {
-        let t0 = Instant::now();
-        assert_eq!(refresh_at(t0, S(3600), S(300)), t0 + S(3300));
-        assert_eq!(refresh_at(t0, S(3600), Duration::ZERO), t0 + S(3600));
+    fn refresh_starts_refresh_before_ahead_of_the_end_of_service() {
+        let expires = Instant::now() + S(3598);
+        assert_eq!(refresh_at(expires, S(3598), S(300)), expires - S(300));
+        assert_eq!(refresh_at(expires, S(3598), S(1000)), expires - S(1000));
+    }
+
+    #[test]
+    fn every_token_has_a_refresh_window_whatever_refresh_before_is() {
+        // A twentieth of the time served, and 5 s at least.
+        assert_eq!(refresh_window(S(3598), Duration::ZERO), S(3598) / 20);
+        assert_eq!(refresh_window(S(3598), S(1)), S(3598) / 20);
+        assert_eq!(refresh_window(S(18), S(1)), MIN_REFRESH_WINDOW);
+        assert_eq!(refresh_window(S(18), Duration::ZERO), MIN_REFRESH_WINDOW);
+        // A token served for less than 10 s: half of it.
+        assert_eq!(refresh_window(S(6), S(1)), S(3));
+        assert_eq!(refresh_window(Duration::ZERO, S(1)), Duration::ZERO);
     }
 
     #[test]
@@ -126,12 +157,12 @@ mod tests {
     }
 
     #[test]
-    fn refresh_never_starts_before_half_the_lifetime() {
-        let t0 = Instant::now();
-        assert_eq!(refresh_at(t0, S(60), S(300)), t0 + S(30));
+    fn refresh_never_starts_before_half_the_time_served() {
+        let expires = Instant::now() + S(58);
+        assert_eq!(refresh_at(expires, S(58), S(300)), expires - S(29));
         assert_eq!(
-            refresh_at(t0, S(1), S(3600)),
-            t0 + Duration::from_millis(500)
+            refresh_at(expires, S(1), S(3600)),
+            expires - Duration::from_millis(500)
         );
     }
 }

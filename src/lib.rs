@@ -64,22 +64,27 @@
 //!   or logs; the secret is only sent over `https` (or to loopback hosts), to
 //!   the identity service and nowhere else: a login never follows a redirect.
 //!
-//! # Modules
+//! # Where things live
 //!
-//! Configuration lives in `config` (and, from environment variables, in
-//! `env`), the clock in `clock`, the login call in `login` and the reading
-//! of its answer in `response`. The cache is `cache`, its table of
-//! taxpayers `taxpayers`; an entry's states are in `entry` (pure decisions
-//! in `freshness`, what entries share in `context`), the one login in
-//! flight in `flight`, how a new token is obtained (store, lock, budget
-//! slot, login) in `obtain`, the entry's lock in the token store (held
-//! for the login only, released on every path) in `lock`. The login budget is `budget`, failure memory
-//! `failure`, 401 containment `rejection`. Counters are in `stats` (and,
-//! with the `metrics` feature, `metrics`); the middleware in `middleware`
-//! (reqwest-retry support, feature `retry`, in `retry`); taxpayer
-//! identifiers in `taxpayer`, tokens in `token` and their JWT claims in
-//! `claims`; fleet-wide sharing in `store`; making text safe to show in
-//! `redact`; errors in `error`.
+//! - `config`: where to log in ([`Environment`]), as whom ([`Credentials`]),
+//!   how to cache ([`TokenCacheBuilder`], also from environment variables);
+//! - `cache`: the [`TokenCache`], its table of taxpayer entries, and each
+//!   entry's one login in flight and lock in the token store;
+//! - `login`: the login call and the reading of its answer;
+//! - `token`: [`AccessToken`] and the rules every token obeys; `claims`:
+//!   its JWT claims ([`TokenClaims`]);
+//! - `freshness`: when a token is fresh, due for a refresh, or expired;
+//! - `budget`: the client ID's login budget; `failure`: failed logins
+//!   answered from memory; `rejection`: 401s a new token does not cure;
+//! - `store`: sharing tokens, logins and the budget beyond one process
+//!   ([`TokenStore`], [`MemoryTokenStore`], `SqliteTokenStore` for one
+//!   host, `RedisTokenStore` for a fleet);
+//! - `middleware`: [`AuthMiddleware`]; `retry`: reqwest-retry support;
+//! - `stats`: [`CacheStats`]; `metrics`: the `metrics` facade;
+//! - [`guide`]: the guide (intermediaries, hosts, fleets, 401s, security,
+//!   configuration, observability, errors, benchmarks), docs only;
+//! - `taxpayer`: [`OnBehalfOf`]; `error`: [`Error`]; `redact`: making
+//!   text safe to show; `clock`: the cache's clock.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -89,30 +94,23 @@ mod cache;
 mod claims;
 mod clock;
 mod config;
-mod context;
-mod entry;
-mod env;
 mod error;
 mod failure;
-mod flight;
 mod freshness;
-mod lock;
+pub mod guide;
 mod login;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 mod middleware;
-mod obtain;
 mod redact;
 mod rejection;
-mod response;
 #[cfg(feature = "retry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub mod retry;
 mod stats;
 mod store;
 mod taxpayer;
-mod taxpayers;
 mod token;
 
 pub use budget::{DEFAULT_LOGIN_RATE_LIMIT, DEFAULT_RATE_LIMIT_BACKOFF, PACING_MARGIN};
@@ -121,14 +119,13 @@ pub use claims::TokenClaims;
 pub use config::{
     Credentials, Environment, TokenCacheBuilder, DEFAULT_IDLE_AFTER, DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_MAX_ENTRIES, DEFAULT_MAX_LOGIN_WAIT, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_RETRY,
-    MAX_TOKEN_LIFETIME,
+    ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_ENVIRONMENT, ENV_SCOPE, ENV_TOKEN_STORE,
 };
-pub use env::{ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_ENVIRONMENT, ENV_SCOPE, ENV_TOKEN_STORE};
 pub use error::{EnvProblem, Error, OAuthErrorCode};
 pub use failure::{DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF};
+pub use login::MAX_RETRY_AFTER;
 pub use middleware::AuthMiddleware;
 pub use rejection::DEFAULT_REJECTION_MEMORY;
-pub use response::MAX_RETRY_AFTER;
 pub use stats::{CacheStats, StoreErrors};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -141,7 +138,7 @@ pub use store::{
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisTokenStore, DEFAULT_REDIS_PREFIX};
 pub use taxpayer::OnBehalfOf;
-pub use token::{AccessToken, EXPIRY_MARGIN};
+pub use token::{AccessToken, EXPIRY_MARGIN, MAX_TOKEN_LIFETIME};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -29,11 +29,12 @@ use crate::token::AccessToken;
 ///    header unless the request has one) and sets `Authorization: Bearer …`;
 /// 2. on a `401 Unauthorized`, invalidates that token (only if it is still the
 ///    cached one), obtains a new one, and retries the request once. A burst of
-///    401s caused by one revoked token causes one login. An endpoint that
-///    rejects every token costs at most one login per taxpayer (usually one
-///    in all: what one taxpayer learned, the others follow): once it has
-///    rejected a fresh token too, its 401s are handed back and nothing is
-///    invalidated (see [`TokenCache::rejected`]).
+///    401s caused by one revoked token causes one login. An endpoint whose
+///    401s a new token does not cure costs at most one login per
+///    `rejection_memory`, for all taxpayers together: once it has rejected a
+///    fresh token too, its 401s are handed back and nothing is invalidated,
+///    and while one taxpayer's renewal there decides, the others' 401s wait
+///    for its verdict (see [`TokenCache::rejected`]).
 ///
 /// Requests to any other origin pass through untouched and never see a token.
 ///
@@ -229,8 +230,8 @@ impl Middleware for AuthMiddleware {
             }
             return Ok(response);
         }
-        if !self.cache.rejected(&token, method, path) {
-            // This endpoint rejects every token: a new one would not help.
+        if !self.cache.rejected_waiting(&token, method, path).await {
+            // This endpoint's 401s are not about the token: a new one would not help.
             return Ok(response);
         }
         let (method, path) = (method.clone(), path.to_owned());

@@ -44,6 +44,11 @@ impl OnBehalfOf {
         &self.0
     }
 
+    /// The TIN: the identifier up to a `:` (the part before the ROB).
+    pub(crate) fn tin(&self) -> &str {
+        self.0.split(':').next().unwrap_or_default()
+    }
+
     /// Checks that the value can be sent as the `onbehalfof` header and looks
     /// like a TIN or `TIN:ROB`.
     ///

@@ -1,4 +1,6 @@
-//! [`AccessToken`]: one issued token, cheap to clone, never printed.
+//! [`AccessToken`]: one issued token, cheap to clone, never printed, and
+//! every rule a token obeys, fresh from the identity service or taken from a
+//! token store ([`checked_token`], [`MAX_TOKEN_LIFETIME`], the expiry margin).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,12 +13,16 @@ use tokio::time::Instant;
 
 use crate::claims::TokenClaims;
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::freshness::refresh_at;
 use crate::redact;
 use crate::rejection::Rejections;
-use crate::response::checked_token;
 use crate::store::StoredToken;
 use crate::taxpayer::OnBehalfOf;
+
+/// The largest `expires_in` accepted from the identity service: 7 days.
+/// MyInvois issues 1-hour tokens; anything far beyond that is a broken answer.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A token is treated as expired this long before `sent_at + expires_in`
 /// (a quarter of its lifetime, for tokens shorter than 8 s): identity
@@ -80,6 +86,9 @@ pub(crate) struct Owner<'a> {
     pub(crate) on_behalf_of: Option<&'a OnBehalfOf>,
     pub(crate) refresh_before: Duration,
     pub(crate) rejections: &'a Arc<Rejections>,
+    /// The TIN the token's claims must name, when they name one (`None`:
+    /// not checked).
+    pub(crate) taxpayer: Option<&'a str>,
 }
 
 /// A successful login's result, before it becomes a token.
@@ -111,7 +120,11 @@ impl AccessToken {
             lifetime_end,
             valid_until,
             expires: valid_until - margin,
-            refresh_at: refresh_at(issued.sent_at, issued.lifetime, owner.refresh_before),
+            refresh_at: refresh_at(
+                valid_until - margin,
+                issued.lifetime - margin,
+                owner.refresh_before,
+            ),
             rejections: Arc::clone(owner.rejections),
         }))
     }
@@ -161,7 +174,7 @@ impl AccessToken {
     /// assert_eq!(token.claims()?.taxpayer_tin(), Some("C25845632020"));
     /// # Ok(()) }
     /// ```
-    pub fn claims(&self) -> Result<TokenClaims, crate::Error> {
+    pub fn claims(&self) -> Result<TokenClaims, Error> {
         TokenClaims::decode(&self.0.secret)
     }
 
@@ -187,11 +200,15 @@ impl AccessToken {
         clock: &Clock,
         now: Instant,
         owner: &Owner<'_>,
+        hidden: &[&str],
     ) -> Result<Self, String> {
         let lifetime = (stored.expires_at - stored.issued_at)
             .to_std()
             .map_err(|_| "its expiry is before its issue time".to_owned())?;
         let header = checked_token(&stored.access_token, lifetime).map_err(|e| e.to_string())?;
+        if let Some(expected) = owner.taxpayer {
+            check_taxpayer(&stored.access_token, expected, hidden).map_err(|e| e.to_string())?;
+        }
         let now_utc = clock.utc(now);
         if stored.issued_at > now_utc + STORED_CLOCK_SKEW {
             return Err(format!(
@@ -215,10 +232,13 @@ impl AccessToken {
         let sent_at = now
             .checked_sub(lifetime - remaining)
             .ok_or_else(|| "its issue time is out of range".to_owned())?;
-        // Shown by `Debug`: treated like text from the identity service.
+        // Shown by `Debug`: treated like text from the identity service,
+        // scrubbed of the token and of the client secret.
+        let mut hide = hidden.to_vec();
+        hide.push(&stored.access_token);
         let scope = stored
             .scope
-            .map(|scope| redact::scrub(&scope, &[&stored.access_token], redact::MAX_TEXT));
+            .map(|scope| redact::scrub(&scope, &hide, redact::MAX_TEXT));
         Ok(AccessToken::new(
             Issued {
                 secret: stored.access_token,
@@ -238,13 +258,59 @@ impl AccessToken {
     }
 }
 
+/// The checks every token passes before it is served, fresh from the
+/// identity service or taken from a token store: not empty, sendable as a
+/// header value, and a lifetime between one second and
+/// [`MAX_TOKEN_LIFETIME`].
+pub(crate) fn checked_token(access_token: &str, lifetime: Duration) -> Result<HeaderValue, Error> {
+    if access_token.is_empty() {
+        return Err(Error::invalid_response("access_token is empty"));
+    }
+    if lifetime.is_zero() {
+        return Err(Error::invalid_response("expires_in is zero"));
+    }
+    if lifetime > MAX_TOKEN_LIFETIME {
+        return Err(Error::invalid_response(format!(
+            "expires_in is larger than {} seconds",
+            MAX_TOKEN_LIFETIME.as_secs()
+        )));
+    }
+    bearer_header(access_token)
+}
+
+/// The check every token passes when its login named a taxpayer: a token
+/// whose claims name one (`TaxpayerTIN`, or the older `TaxTin`) must name
+/// `expected` (the TIN part of `TIN:ROB`), or the API would act for another
+/// taxpayer. A token that is not a JWT, or names none, passes. The TIN the
+/// token names is text from the identity service: scrubbed of `hidden`
+/// (the client secret) and of the token.
+pub(crate) fn check_taxpayer(
+    access_token: &str,
+    expected: &str,
+    hidden: &[&str],
+) -> Result<(), Error> {
+    let Ok(claims) = TokenClaims::decode(access_token) else {
+        return Ok(());
+    };
+    match claims.taxpayer_tin() {
+        Some(named) if !named.trim().eq_ignore_ascii_case(expected) => {
+            let mut hide = hidden.to_vec();
+            hide.push(access_token);
+            Err(Error::WrongTaxpayer {
+                expected: expected.to_owned(),
+                issued_for: redact::scrub(named, &hide, redact::MAX_TEXT),
+                retry_after: None,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `Bearer <token>`, marked sensitive; an error (never quoting the token) if
 /// the token cannot be sent in an HTTP header.
-pub(crate) fn bearer_header(access_token: &str) -> Result<HeaderValue, crate::Error> {
+pub(crate) fn bearer_header(access_token: &str) -> Result<HeaderValue, Error> {
     let invalid = || {
-        crate::Error::invalid_response(
-            "access_token has characters that cannot be sent in an HTTP header",
-        )
+        Error::invalid_response("access_token has characters that cannot be sent in an HTTP header")
     };
     if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid());
@@ -289,6 +355,7 @@ mod tests {
             on_behalf_of: None,
             refresh_before: Duration::ZERO,
             rejections: &rejections,
+            taxpayer: None,
         };
         let sent_at = Instant::now();
         let issued = |lifetime| Issued {

@@ -39,7 +39,7 @@ fn build_without_a_crypto_provider_is_an_error_or_a_cache_never_a_panic() {
             message.contains("crypto provider") && message.contains("install_default"),
             "the message names the fix: {message}"
         );
-        // Installed before build(), as the README says: it builds.
+        // Installed before build(), as docs/features.md says: it builds.
         tokio_rustls::rustls::crypto::ring::default_provider()
             .install_default()
             .expect("no provider was installed yet");

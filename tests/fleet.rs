@@ -113,7 +113,8 @@ impl Service {
             calls: Arc::default(),
             hang_next: Arc::default(),
         };
-        let server = MockServer::start().await;
+        // Not pooled: a budget outlives its caches, per identity URL.
+        let server = MockServer::builder().start().await;
         Mock::given(method("POST"))
             .and(path("/connect/token"))
             .respond_with(Issue(service.clone()))
@@ -378,7 +379,7 @@ async fn four_processes_through_expiries_make_one_login_per_refresh_and_no_expir
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_processes_and_30_cold_taxpayers_log_12_in_at_once_and_stay_within_12_a_minute() {
-    // As the README's least-privilege user: the full window's branch of
+    // As the fleet guide's least-privilege user: the full window's branch of
     // the budget script runs commands the plain path never does.
     let redis = Redis::start_with_user("myinvois", "s3cret-pw", redis_servers::STORE_ACL);
     let (server, service) = Service::start(3600).await;
@@ -472,7 +473,7 @@ async fn calls_keep_working_while_redis_is_down_and_sharing_resumes_when_it_retu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
     let redis = Redis::start();
-    let identity = MockServer::start().await;
+    let identity = MockServer::builder().start().await;
     Mock::given(method("POST"))
         .and(path("/connect/token"))
         .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
@@ -714,6 +715,55 @@ async fn a_token_in_redis_that_fails_a_check_is_never_served_and_a_login_happens
     }
 }
 
+/// A Redis record whose scope holds the client secret (a store written by
+/// another tool, or tampered with): the token is served, its scope never
+/// shows the secret, nor does any log line. Current-thread, so the
+/// captured logs hold every task's.
+#[tokio::test]
+async fn a_scope_in_redis_holding_the_client_secret_is_never_shown() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let prefix = "scope";
+    let cache = || {
+        TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+            .identity_url(server.uri())
+            .without_login_rate_limit()
+            .token_store(Arc::new(
+                RedisTokenStore::with_prefix(&redis.url(), prefix).unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    cache().token().await.unwrap();
+    let logins = service.login_times().len();
+    let now = chrono::Utc::now().timestamp_millis();
+    overwrite_stored_token(
+        &redis,
+        prefix,
+        json!({"access_token": "FLEET-STORED", "issued_at_ms": now, "expires_at_ms": now + 3_600_000,
+               "scope": format!("InvoicingAPI {SECRET}")}),
+        3_600_000,
+    )
+    .await;
+    let (logs, _guard) = captured_logs_at(tracing::Level::TRACE);
+    let token = cache().token().await.unwrap();
+    assert_eq!(token.secret(), "FLEET-STORED");
+    assert_eq!(
+        service.login_times().len(),
+        logins,
+        "the record was not taken"
+    );
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("token taken from the token store"), "{text}");
+    for shown in [
+        token.scope().unwrap().to_owned(),
+        format!("{token:?}"),
+        text,
+    ] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_in_redis_is_trusted_for_its_ttl_not_the_writers_clock() {
     let redis = Redis::start();
@@ -952,6 +1002,13 @@ async fn with_more_processes_than_logins_a_window_each_takes_a_rate_not_a_login_
 /// Logs written while `run` runs on this thread (a current-thread runtime
 /// keeps every task on it).
 fn captured_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    captured_logs_at(tracing::Level::WARN)
+}
+
+/// Logs at `level` and above written while the guard lives, on this thread.
+fn captured_logs_at(
+    level: tracing::Level,
+) -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     #[derive(Clone)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Sink {
@@ -968,7 +1025,7 @@ fn captured_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || sink.clone())
         .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
 }
@@ -996,14 +1053,15 @@ async fn a_fleet_without_fleet_size_is_warned_once_when_the_store_is_out_of_reac
     assert!(warnings[0].contains("whole"), "{}", warnings[0]);
 }
 
-/// The `ACL SETUSER myinvois ...` lines of the README (a line and its
-/// indented continuation lines), as the words after the user name.
-fn readme_acl_lines() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+/// The `ACL SETUSER myinvois ...` lines of the fleet guide, docs/fleets.md
+/// (a line and its indented continuation lines), as the words after the
+/// user name.
+fn guide_acl_lines() -> Vec<Vec<String>> {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleets.md"))
+        .expect("docs/fleets.md");
     let mut lines: Vec<Vec<String>> = Vec::new();
     let mut open = false;
-    for line in readme.lines() {
+    for line in guide.lines() {
         let text = line.trim();
         if let Some(rest) = text.strip_prefix("ACL SETUSER myinvois ") {
             lines.push(rest.split_whitespace().map(str::to_owned).collect());
@@ -1019,10 +1077,10 @@ fn readme_acl_lines() -> Vec<Vec<String>> {
 }
 
 /// The tests' ACL users are built from `STORE_ACL` (and its Sentinel and
-/// Cluster additions): the README says exactly the same.
+/// Cluster additions): the fleet guide says exactly the same.
 #[test]
-fn the_readme_gives_the_acl_the_tests_run_with() {
-    let lines = readme_acl_lines();
+fn the_fleet_guide_gives_the_acl_the_tests_run_with() {
+    let lines = guide_acl_lines();
     let base: Vec<String> = ["on", ">password"]
         .iter()
         .chain(redis_servers::STORE_ACL)
@@ -1036,11 +1094,11 @@ fn the_readme_gives_the_acl_the_tests_run_with() {
             words(redis_servers::STORE_ACL_SENTINEL),
             words(redis_servers::STORE_ACL_CLUSTER)
         ],
-        "README.md's ACL lines and tests/support/redis_servers.rs' STORE_ACL differ"
+        "docs/fleets.md's ACL lines and tests/support/redis_servers.rs' STORE_ACL differ"
     );
 }
 
-/// `check()` runs every command the store can use: with the README's ACL
+/// `check()` runs every command the store can use: with the guide's ACL
 /// it passes, and without any one of its commands it fails as `Auth`,
 /// naming NOPERM (a command refused inside a script too). Scripts are
 /// flushed before each try, so loading them is exercised as well.

@@ -172,6 +172,11 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "access_token": long_token, "token_type": "Bearer", "expires_in": long_token,
         })),
+        // A token for another taxpayer, whose claim echoes the secret.
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": jwt(serde_json::json!({ "TaxpayerTIN": straddling })),
+            "token_type": "Bearer", "expires_in": 3600,
+        })),
         ResponseTemplate::new(302).insert_header("location", format!("https://evil.example/steal?s={SECRET}")),
         ResponseTemplate::new(307).insert_header("location", format!("https://{}.evil.example/", SECRET.to_lowercase())),
         ResponseTemplate::new(503).insert_header("retry-after", "18446744073709551615"),
@@ -271,6 +276,7 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         "InvalidConfig",
         "InvalidToken",
         "InvalidTaxpayer",
+        "WrongTaxpayer",
         "Environment",
         "LoginAborted",
     ] {
@@ -311,4 +317,11 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         assert_clean("an error", &format!("{error} {error:?}"));
     }
     assert!(matches!(oauth_error, Error::OAuth { .. }));
+}
+
+/// A compact JWT with these claims (the signature is not checked).
+fn jwt(claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("e30.{payload}.c2ln")
 }

@@ -4,15 +4,22 @@
 //!
 //! The server runs on its own OS thread with its own current-thread tokio
 //! runtime, so its work (and the identity service's fixed delay) does not
-//! depend on how busy the benchmark's runtime is. It is deliberately tiny:
+//! depend on how busy the benchmark's runtime is; or, for instruction counts
+//! (`benches/instructions.rs`), as a task on the benchmark's own
+//! current-thread runtime, so that everything runs on one thread in an order
+//! that does not depend on the machine. It is deliberately tiny:
 //! it reads a request head up to `\r\n\r\n`, reads a `Content-Length` body
 //! if there is one (chunked bodies are not supported; reqwest sends none in
 //! these benchmarks), and writes a fixed response on the same keep-alive
 //! connection. That keeps server-side noise far below what a full mock
 //! server (wiremock) adds.
+//!
+//! [`clients`] holds the clients the request benchmarks compare.
 
 // Each bench uses a different subset of this module.
 #![allow(dead_code)]
+
+pub mod clients;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +42,28 @@ enum Kind {
     },
 }
 
+impl Kind {
+    /// `200 OK` with a small JSON body (a list of document types).
+    fn api() -> Kind {
+        let body = br#"{"result":[{"id":1,"invoiceTypeCode":1,"description":"Invoice"}]}"#;
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body);
+        Kind::Api { response }
+    }
+}
+
+/// Where a server runs.
+enum Place {
+    /// A thread of its own, with its own current-thread runtime.
+    OwnThread,
+    /// Tasks on the runtime of the caller of `Server::start`.
+    CurrentRuntime,
+}
+
 struct State {
     kind: Kind,
     /// Requests received (counted when the whole request has arrived).
@@ -47,7 +76,8 @@ struct State {
     in_flight_since: Mutex<Option<Instant>>,
 }
 
-/// A loopback HTTP/1.1 server running on its own thread until the process ends.
+/// A loopback HTTP/1.1 server running until the process ends (on its own
+/// thread, or as tasks on the runtime that started it).
 pub struct Server {
     addr: SocketAddr,
     state: Arc<State>,
@@ -56,14 +86,13 @@ pub struct Server {
 impl Server {
     /// An API stand-in answering every request with `200 OK` and a small JSON body.
     pub fn api() -> Server {
-        let body = br#"{"result":[{"id":1,"invoiceTypeCode":1,"description":"Invoice"}]}"#;
-        let mut response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        response.extend_from_slice(body);
-        Server::start(Kind::Api { response })
+        Server::start(Kind::api(), Place::OwnThread)
+    }
+
+    /// Like [`api`](Self::api), served by a task on the current tokio runtime
+    /// (call it inside one) instead of a thread of its own.
+    pub fn api_on_current_runtime() -> Server {
+        Server::start(Kind::api(), Place::CurrentRuntime)
     }
 
     /// An identity service stand-in: answers each request after `delay` with a
@@ -72,19 +101,34 @@ impl Server {
         Server::identity_with(move |_| delay, expires_in)
     }
 
+    /// Like [`identity`](Self::identity) with no delay, served by a task on
+    /// the current tokio runtime (call it inside one).
+    pub fn identity_on_current_runtime(expires_in: u64) -> Server {
+        Server::start(
+            Kind::Identity {
+                delay: Box::new(|_| Duration::ZERO),
+                expires_in,
+            },
+            Place::CurrentRuntime,
+        )
+    }
+
     /// Like [`identity`](Self::identity), with the delay of the N-th login
     /// (from 1) given by `delay`.
     pub fn identity_with(
         delay: impl Fn(u64) -> Duration + Send + Sync + 'static,
         expires_in: u64,
     ) -> Server {
-        Server::start(Kind::Identity {
-            delay: Box::new(delay),
-            expires_in,
-        })
+        Server::start(
+            Kind::Identity {
+                delay: Box::new(delay),
+                expires_in,
+            },
+            Place::OwnThread,
+        )
     }
 
-    fn start(kind: Kind) -> Server {
+    fn start(kind: Kind, place: Place) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener
             .set_nonblocking(true)
@@ -97,29 +141,24 @@ impl Server {
             authorized: AtomicU64::new(0),
             in_flight_since: Mutex::new(None),
         });
-        let server_state = Arc::clone(&state);
-        std::thread::Builder::new()
-            .name(format!("bench-server-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("server runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("tokio listener");
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let state = Arc::clone(&server_state);
-                        tokio::spawn(async move {
-                            // A client closing its connection is not an error here.
-                            let _ = serve(stream, state).await;
-                        });
-                    }
-                });
-            })
-            .expect("spawn server thread");
+        let accept = accept(listener, Arc::clone(&state));
+        match place {
+            Place::CurrentRuntime => {
+                tokio::spawn(accept);
+            }
+            Place::OwnThread => {
+                std::thread::Builder::new()
+                    .name(format!("bench-server-{}", addr.port()))
+                    .spawn(move || {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("server runtime")
+                            .block_on(accept)
+                    })
+                    .expect("spawn server thread");
+            }
+        }
         Server { addr, state }
     }
 
@@ -148,6 +187,21 @@ impl Server {
     /// Requests that carried an `authorization: Bearer` header.
     pub fn authorized(&self) -> u64 {
         self.state.authorized.load(Ordering::SeqCst)
+    }
+}
+
+/// Accepts connections and serves each in a task, until the process ends.
+async fn accept(listener: std::net::TcpListener, state: Arc<State>) {
+    let listener = TcpListener::from_std(listener).expect("tokio listener");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            // A client closing its connection is not an error here.
+            let _ = serve(stream, state).await;
+        });
     }
 }
 

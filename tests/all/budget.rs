@@ -139,9 +139,13 @@ async fn eight_hundred_taxpayers_never_exceed_the_limit_and_the_most_possible_ar
         cache.stats().refreshes_ahead,
         sim.wasted_per_login(),
     );
-    // The paced ceiling: 3600 s / 5.0208 s = 717. Measured: 717 in the
-    // worst minute, 720.3 on average.
-    assert!(worst >= 717, "too few served in some minute: {worst}");
+    // The paced ceiling: 3600 s / 5.0208 s = 717 at any instant. Measured
+    // per staggered minute: 716 in the worst one, 720.2 on average. (Before
+    // the refresh window was counted back from when a token stops being
+    // served, 2 s before its lifetime ends, it was 717 and 720.1: a
+    // refresh now starts 2 s earlier, which moves one taxpayer across a
+    // minute's boundary once, while the mean rose.)
+    assert!(worst >= 716, "too few served in some minute: {worst}");
 }
 
 /// `n` taxpayers at once against a service that allows 5 logins per 10 s;

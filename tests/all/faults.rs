@@ -479,8 +479,9 @@ async fn a_caller_joining_a_queued_refresh_returns_within_max_login_wait() {
     tokio::time::advance(Duration::from_secs(3000)).await;
     cache.token().await.unwrap();
     // ... another taxpayer takes the slot just before the refresh window
-    // opens, so the refresh queues for the next slot, a minute away.
-    tokio::time::advance(Duration::from_secs(299)).await;
+    // opens (300 s before the token stops being served, at 3598 s), so the
+    // refresh queues for the next slot, a minute away.
+    tokio::time::advance(Duration::from_secs(297)).await;
     let other = cache.token_on_behalf_of("C1111111111").await;
     assert!(
         other.is_ok(),
@@ -744,6 +745,7 @@ async fn no_token_is_sent_in_its_last_second_when_the_server_truncates_issue_tim
     let issuing = Issuing {
         lifetime: Duration::from_secs(20),
         truncate_from: Some(Instant::now() - Duration::from_millis(370)),
+        delay: Duration::ZERO,
     };
     let period = Duration::from_secs(10);
     let sim = SimIdentity::start_issuing(2, period, issuing).await;

@@ -50,6 +50,8 @@ pub struct Issuing {
     /// Count expiry from the issue time truncated to the second (as many
     /// identity servers do), seconds starting at this instant.
     pub truncate_from: Option<Instant>,
+    /// How long a login takes to answer (on the test's clock).
+    pub delay: Duration,
 }
 
 impl SimIdentity {
@@ -59,6 +61,7 @@ impl SimIdentity {
         let issuing = Issuing {
             lifetime: LIFETIME,
             truncate_from: None,
+            delay: Duration::ZERO,
         };
         Self::start_issuing(limit, period, issuing).await
     }
@@ -137,6 +140,9 @@ async fn answer(
         .get("onbehalfof")
         .map(|v| v.to_str().unwrap().to_owned());
     let _ = request.into_body().collect().await;
+    if !issuing.delay.is_zero() {
+        tokio::time::sleep(issuing.delay).await;
+    }
     let now = Instant::now();
     let mut state = state.lock().unwrap();
     while state

@@ -64,10 +64,13 @@ impl Identity {
         identity
     }
 
-    /// No route mounted yet.
+    /// No route mounted yet. A server of its own, not one of wiremock's
+    /// pool: a client ID's login budget outlives its caches (as it must),
+    /// so a test must not meet the budget an earlier test left at the
+    /// same identity URL.
     pub async fn empty() -> Self {
         Identity {
-            server: MockServer::start().await,
+            server: MockServer::builder().start().await,
         }
     }
 
@@ -140,6 +143,11 @@ struct ApiState {
     /// (path, taxpayer): 401 to every token of that taxpayer there (a
     /// permission that taxpayer has not granted).
     rejecting_for: HashSet<(String, String)>,
+    /// Paths holding one of these answer 401 to every token (IDs the
+    /// client may not see, whatever its token).
+    rejecting_containing: Vec<String>,
+    /// How long a 401 takes.
+    rejection_delay: Duration,
 }
 
 impl Api {
@@ -186,6 +194,20 @@ impl Api {
             .insert((path.to_owned(), taxpayer.to_owned()));
     }
 
+    /// From now on, answer 401 to every token on any path containing `part`.
+    pub fn reject_paths_containing(&self, part: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .rejecting_containing
+            .push(part.to_owned());
+    }
+
+    /// From now on, answer 401s after `delay` (real time).
+    pub fn delay_rejections(&self, delay: Duration) {
+        self.state.lock().unwrap().rejection_delay = delay;
+    }
+
     /// From now on, `path` accepts tokens again (a permission granted).
     pub fn allow_path(&self, path: &str) {
         self.state.lock().unwrap().rejecting_paths.remove(path);
@@ -207,13 +229,17 @@ impl Respond for Api {
             .unwrap_or_default();
         let path_rejects = state.rejecting_paths.contains(request.url.path())
             || state
+                .rejecting_containing
+                .iter()
+                .any(|part| request.url.path().contains(part.as_str()))
+            || state
                 .rejecting_for
                 .contains(&(request.url.path().to_owned(), taxpayer.to_owned()));
         match bearer {
             Some(t) if !state.reject_all && !path_rejects && !state.rejected.contains(t) => {
                 ResponseTemplate::new(200).set_body_string("ok")
             }
-            _ => ResponseTemplate::new(401),
+            _ => ResponseTemplate::new(401).set_delay(state.rejection_delay),
         }
     }
 }
@@ -322,5 +348,43 @@ impl TokenStore for Hooked {
     }
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         self.inner.unlock(key, owner).await
+    }
+}
+
+/// Every log line (TRACE and up) written on this thread while it lives: a
+/// current-thread runtime keeps every task of the test on it.
+pub struct LogCapture {
+    text: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    pub fn start() -> Self {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(Arc::clone(&text));
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        LogCapture {
+            text,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
     }
 }

@@ -251,10 +251,10 @@ fn tin(i: usize) -> String {
 // ------------------------------------------------------------ test side
 
 /// The ACL user the topology tests' stores log in as, made on every data
-/// node from the README's lines (`STORE_ACL` and the topology's additions).
+/// node from the fleet guide's lines (`STORE_ACL` and the topology's additions).
 const USER: (&str, &str) = ("myinvois", "s3cret-pw");
 
-/// Makes [`USER`] on the plain node at `port`: the README's ACL, plus `extra`.
+/// Makes [`USER`] on the plain node at `port`: the fleet guide's ACL, plus `extra`.
 fn readme_user(port: u16, extra: &[&str]) {
     let rules: Vec<&str> = redis_servers::STORE_ACL
         .iter()
@@ -375,7 +375,7 @@ fn sentinel_store(sentinel: &Sentinel, prefix: &str) -> RedisTokenStore {
 }
 
 /// A primary, a replica and Sentinel, with [`USER`] on both data nodes
-/// made from the README's lines for Sentinel.
+/// made from the fleet guide's lines for Sentinel.
 fn sentinel_with_readme_user() -> Sentinel {
     let sentinel = Sentinel::start();
     for node in sentinel.nodes() {
@@ -437,9 +437,10 @@ async fn replicating(primary: u16, replica: u16) {
 }
 
 /// Sentinel failover under load, the stores logged in to the data nodes as
-/// a user made from the README's ACL lines for Sentinel: three processes call the API every 50 ms
-/// with 12 s tokens (refreshed 6 s before expiry); between two refreshes
-/// the primary is SIGKILLed. No call fails, none waits (a caller with a
+/// a user made from the fleet guide's ACL lines for Sentinel: three
+/// processes call the API every 50 ms with 12 s tokens (refreshed 6 s
+/// before expiry); between two refreshes the primary is SIGKILLed. No call
+/// fails, none waits (a caller with a
 /// valid token never does), none is made with an expired token, and once
 /// the stores have asked Sentinel for the new primary, each refresh is
 /// again one login for the whole fleet, every ~6 s.
@@ -703,7 +704,7 @@ async fn an_endpoint_repointed_at_failover_is_followed() {
 }
 
 /// A Redis Cluster of three masters, the stores logged in as a user made
-/// from the README's ACL lines for a Cluster: two processes asking for the
+/// from the fleet guide's ACL lines for a Cluster: two processes asking for the
 /// same 12 taxpayers at once (then again) make 12 logins in all and get the same
 /// token for each; the entries' keys spread over several nodes (the hash
 /// tags keep each entry's keys in one slot), and no call meets a MOVED.

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const HOST: &str = "127.0.0.1";
 
-/// The least-privilege ACL the README gives the store's Redis user
-/// ("Operating Redis for a fleet"), after `ACL SETUSER <user> on >password`:
-/// the one source of truth the tests run their ACL users from. A test
-/// compares it with the README's line.
+/// The least-privilege ACL the fleet guide (docs/fleets.md, "Operating
+/// Redis for a fleet") gives the store's Redis user, after
+/// `ACL SETUSER <user> on >password`: the one source of truth the tests run
+/// their ACL users from. A test compares it with the guide's line.
 pub const STORE_ACL: &[&str] = &[
     "~myinvois-auth:*",
     "-@all",
@@ -57,10 +57,10 @@ pub const STORE_ACL: &[&str] = &[
     "+zremrangebyscore",
 ];
 
-/// What the README adds to [`STORE_ACL`] on the data nodes behind Sentinel.
+/// What the fleet guide adds to [`STORE_ACL`] on the data nodes behind Sentinel.
 pub const STORE_ACL_SENTINEL: &[&str] = &["+role"];
 
-/// What the README adds to [`STORE_ACL`] on the nodes of a Cluster.
+/// What the fleet guide adds to [`STORE_ACL`] on the nodes of a Cluster.
 pub const STORE_ACL_CLUSTER: &[&str] = &["+cluster|slots", "+asking"];
 
 /// `ACL SETUSER <user> on ><password>` followed by `rules`, run on the

@@ -159,6 +159,18 @@ fn explain(error: &Error, attempt: &Attempt<'_>) -> (u8, String) {
                 taxpayer.unwrap_or_default()
             ),
         ),
+        Error::WrongTaxpayer {
+            expected,
+            issued_for,
+            ..
+        } => (
+            9,
+            format!(
+                "the identity service answered the login for {expected} with a token for \
+                 {issued_for}; it is not used. Check the TIN given, and whether the identity \
+                 service is MyInvois'."
+            ),
+        ),
         Error::RateLimited { retry_after } => (
             7,
             format!(

@@ -20,6 +20,7 @@ use super::{
     Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore, RESERVATION_PENDING,
     RESERVATION_POLL,
 };
+use crate::error::Error;
 
 /// Default key prefix of [`RedisTokenStore`].
 pub const DEFAULT_PREFIX: &str = "myinvois-auth";
@@ -146,10 +147,10 @@ impl RedisTokenStore {
     /// prefix and TCP keepalive. Does not connect yet. For a private CA,
     /// client certificates or other settings, build the client yourself:
     /// [`from_client`](Self::from_client).
-    pub fn new(url: &str) -> Result<Self, crate::Error> {
+    pub fn new(url: &str) -> Result<Self, Error> {
         use redis::IntoConnectionInfo;
         let invalid = |e: redis::RedisError| {
-            crate::Error::InvalidConfig(format!("invalid Redis URL ({:?})", e.kind()))
+            Error::InvalidConfig(format!("invalid Redis URL ({:?})", e.kind()))
         };
         let info = url
             .into_connection_info()
@@ -160,7 +161,7 @@ impl RedisTokenStore {
     }
 
     /// Like [`new`](Self::new), with keys under `prefix`.
-    pub fn with_prefix(url: &str, prefix: &str) -> Result<Self, crate::Error> {
+    pub fn with_prefix(url: &str, prefix: &str) -> Result<Self, Error> {
         Ok(Self::new(url)?.prefix(prefix))
     }
 

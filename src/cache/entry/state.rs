@@ -1,5 +1,8 @@
-//! One cache entry: the token for one (identity URL, client ID, scope,
-//! taxpayer), with at most one login in flight.
+//! [`Entry`]'s state, and what the rest of the cache may ask of it: the
+//! token for one (identity URL, client ID, scope, taxpayer), served while
+//! valid, invalidated when the API rejects it, refreshed ahead of expiry.
+//! Its fields are private to the `entry` folder; the folder's other files
+//! add the login (see the folder's doc for which file holds what).
 //!
 //! The hot path ([`Entry::cached`]) is lock-free: one `ArcSwap` load, a
 //! comparison with the clock reading the caller already took, and a
@@ -9,12 +12,9 @@
 //! result to every waiter through a `watch` channel.
 //!
 //! Refreshes ahead of expiry are started by the cache's sweep
-//! ([`Entry::refresh_if_due`]), never by a caller waiting. How callers share
-//! the one login in flight is in [`crate::flight`]; how that login obtains a
-//! token (the token store, the budget, the identity service) in
-//! [`crate::obtain`].
+//! ([`Entry::refresh_if_due`]), never by a caller waiting.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +22,14 @@ use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use super::flight::Flight;
 use crate::budget::Urgency;
+use crate::cache::context::Context;
 use crate::clock::{after, Now};
-use crate::context::Context;
 use crate::error::Error;
 use crate::failure::FailureMemory;
-use crate::flight::Flight;
 use crate::freshness::should_refresh;
+use crate::redact;
 use crate::rejection::Rejections;
 use crate::store::entry_key;
 use crate::taxpayer::OnBehalfOf;
@@ -36,55 +37,58 @@ use crate::token::{AccessToken, Owner, TokenInner};
 
 /// A refresh must get its login slot this long before its token's lifetime
 /// ends (`sent_at + expires_in`).
-pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5);
+pub(super) const REFRESH_MARGIN: Duration = Duration::from_secs(5);
 /// The last-use time is recorded at this granularity (one store a second at most).
 const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Entry {
-    pub(crate) ctx: Arc<Context>,
-    pub(crate) on_behalf_of: Option<OnBehalfOf>,
+    pub(super) ctx: Arc<Context>,
+    pub(super) on_behalf_of: Option<OnBehalfOf>,
     /// Names the entry in logs: client ID, scope and taxpayer, never a secret.
-    pub(crate) label: String,
+    pub(super) label: String,
     /// The entry's key in the token store.
-    pub(crate) store_key: String,
-    pub(crate) current: ArcSwapOption<TokenInner>,
+    pub(super) store_key: String,
+    pub(super) current: ArcSwapOption<TokenInner>,
     /// No background refresh before this (nanos since the epoch): set when one
     /// starts, so a failed refresh is retried only later; cleared on success.
-    pub(crate) refresh_not_before: AtomicU64,
+    pub(super) refresh_not_before: AtomicU64,
     /// When the entry was last asked for a token (nanos since the epoch).
     last_used: AtomicU64,
     /// Expiry (nanos since the epoch) of the last invalidated token: a token
     /// from the store is taken only if it expires later, so a token the API
     /// rejected is never taken back.
-    pub(crate) rejected_until: AtomicU64,
+    pub(super) rejected_until: AtomicU64,
     /// The login in flight, if any.
-    pub(crate) inflight: Mutex<Option<Flight>>,
+    pub(super) inflight: Mutex<Option<Flight>>,
     /// The last failed login, answered from memory for a while.
-    pub(crate) failures: FailureMemory,
+    pub(super) failures: FailureMemory,
     /// The generation of the client secret the entry's last login was sent
     /// with: a failure of a secret rotated since is not remembered.
-    pub(crate) login_secret: AtomicU64,
+    pub(super) login_secret: AtomicU64,
     /// What the API's 401s taught about its endpoints.
-    pub(crate) rejections: Arc<Rejections>,
-    /// Owners of store locks that cut-off logins left behind (see `obtain`).
-    pub(crate) abandoned_locks: Arc<Mutex<Vec<String>>>,
-    /// Its index in the taxpayer table's list (see `taxpayers`).
-    pub(crate) slot: AtomicUsize,
+    pub(super) rejections: Arc<Rejections>,
+    /// Owners of store locks that cut-off logins left behind (see `lock`).
+    pub(super) abandoned_locks: Arc<Mutex<Vec<String>>>,
 }
 
 impl Entry {
     pub(crate) fn new(ctx: Arc<Context>, on_behalf_of: Option<OnBehalfOf>, now: Instant) -> Self {
         let settings = &ctx.settings;
+        // Escaped, though build() refuses control characters in them: a
+        // line break in a label would forge a log line.
         let mut label = format!(
             "client_id={} identity={}",
-            settings.credentials.client_id(),
+            redact::escaped(settings.credentials.client_id()),
             settings.token_url.host_str().unwrap_or("?")
         );
         if let Some(scope) = &settings.scope {
-            label.push_str(&format!(" scope={scope}"));
+            label.push_str(&format!(" scope={}", redact::escaped(scope)));
         }
         if let Some(taxpayer) = &on_behalf_of {
-            label.push_str(&format!(" on_behalf_of={taxpayer}"));
+            label.push_str(&format!(
+                " on_behalf_of={}",
+                redact::escaped(taxpayer.as_str())
+            ));
         }
         let last_used = AtomicU64::new(ctx.clock.nanos(now));
         let store_key = entry_key(
@@ -107,7 +111,6 @@ impl Entry {
             login_secret: AtomicU64::new(0),
             rejections: Arc::default(),
             abandoned_locks: Arc::default(),
-            slot: AtomicUsize::new(0),
         }
     }
 
@@ -156,17 +159,48 @@ impl Entry {
     }
 
     /// What a token issued for this entry takes from it.
-    pub(crate) fn owner(&self) -> Owner<'_> {
+    pub(super) fn owner(&self) -> Owner<'_> {
         Owner {
             on_behalf_of: self.on_behalf_of.as_ref(),
             refresh_before: self.ctx.settings.refresh_before,
             rejections: &self.rejections,
+            taxpayer: self.taxpayer(),
+        }
+    }
+
+    /// The TIN a token of this entry must name in its claims, when they
+    /// name one: the taxpayer acted for, or for the plain login the one the
+    /// builder was told; `None` when the check is off.
+    fn taxpayer(&self) -> Option<&str> {
+        let settings = &self.ctx.settings;
+        if !settings.check_token_taxpayer {
+            return None;
+        }
+        match &self.on_behalf_of {
+            Some(taxpayer) => Some(taxpayer.tin()),
+            None => settings.taxpayer_tin.as_deref(),
         }
     }
 
     /// Nanoseconds since the epoch of the last use, for least-recently-used eviction.
     pub(crate) fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// The taxpayer the entry logs in for; `None` for the plain login.
+    pub(crate) fn on_behalf_of(&self) -> Option<&OnBehalfOf> {
+        self.on_behalf_of.as_ref()
+    }
+
+    /// Forgets the remembered login failure: the next caller logs in.
+    pub(crate) fn forget_failures(&self) {
+        self.failures.forget();
+    }
+
+    /// Forgets a remembered failure a new login could not cure (a new
+    /// client secret may).
+    pub(crate) fn forget_lasting_failures(&self) {
+        self.failures.forget_lasting();
     }
 
     pub(crate) fn has_token(&self) -> bool {

@@ -7,17 +7,22 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tokio::time::Instant;
 
-use crate::clock::Now;
+use super::context::Context;
+use super::entry::Entry;
+use super::table::Table;
+use crate::clock::{after, Now};
 use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
-use crate::context::Context;
-use crate::entry::Entry;
 use crate::error::Error;
-use crate::rejection::{endpoint, Verdict};
+use crate::rejection::{endpoint, Endpoint, Verdict};
 use crate::stats::{CacheStats, Counters};
 use crate::taxpayer::OnBehalfOf;
-use crate::taxpayers::Taxpayers;
 use crate::token::AccessToken;
 
+/// How long a renewal after a 401 may take to be sent, without a login
+/// timeout, for others to wait for its verdict.
+const LOGIN_ALLOWANCE: Duration = Duration::from_secs(60);
+/// How long the retry of a 401's call may take, for the same.
+const RETRY_ALLOWANCE: Duration = Duration::from_secs(30);
 /// How often, at most, the cache looks for entries to refresh ahead of expiry.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -68,7 +73,7 @@ pub struct TokenCache {
 struct Inner {
     ctx: Arc<Context>,
     plain: Arc<Entry>,
-    taxpayers: Taxpayers,
+    taxpayers: Table,
     /// No sweep before this (nanos since the context's epoch).
     next_sweep: AtomicU64,
 }
@@ -85,7 +90,7 @@ impl TokenCache {
             inner: Arc::new(Inner {
                 plain: Arc::new(Entry::new(Arc::clone(&ctx), None, Instant::now())),
                 ctx,
-                taxpayers: Taxpayers::default(),
+                taxpayers: Table::default(),
                 next_sweep: AtomicU64::new(0),
             }),
         }
@@ -196,16 +201,18 @@ impl TokenCache {
     /// [`invalidate`](Self::invalidate).
     ///
     /// The first 401 at an endpoint is taken to be about the token: it is
-    /// invalidated (if still cached) and the answer is `true`. Once the
-    /// endpoint has rejected a second, different token, its 401s are taken
-    /// not to be about the token: nothing is invalidated, the answer is
-    /// `false`, for [`rejection_memory`](TokenCacheBuilder::rejection_memory)
-    /// after the last 401 there, or until [`accepted`](Self::accepted) is
-    /// told otherwise; other taxpayers of the cache follow what one learned
-    /// (see the README's "Add auth" section for the bounds). So an endpoint
-    /// that rejects every token costs at most one login per taxpayer, and a
-    /// revoked token is still replaced by one login however many calls it
-    /// fails. Path segments holding a digit (IDs) are treated as alike.
+    /// invalidated (if still cached) and the answer is `true`. Once a new
+    /// token of the same taxpayer was rejected there too, the endpoint's
+    /// 401s are taken not to be about the token: nothing is invalidated,
+    /// the answer is `false`, for every taxpayer of the cache, for
+    /// [`rejection_memory`](TokenCacheBuilder::rejection_memory) after it
+    /// was learned (at the exact path that taught it, for as long as its
+    /// 401s go on), or until a token gets through at that path
+    /// ([`accepted`](Self::accepted)). IDs in paths cannot make one endpoint
+    /// many: only MyInvois's documented path words are kept. While another
+    /// taxpayer's renewal at the endpoint is deciding, the answer is
+    /// `false` (the middleware waits for that verdict instead). See the
+    /// [guide](crate::guide::rejections) for the bounds.
     ///
     /// ```no_run
     /// # async fn run(cache: myinvois_auth::TokenCache, http: reqwest::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -223,43 +230,89 @@ impl TokenCache {
     /// # Ok(()) }
     /// ```
     pub fn rejected(&self, token: &AccessToken, method: &http::Method, path: &str) -> bool {
-        let ctx = &self.inner.ctx;
-        let verdict = token.0.rejections.rejected(
-            &endpoint(method, path),
-            token.0.id,
-            Instant::now(),
-            ctx.settings.rejection_memory,
-            &ctx.learned,
-        );
-        match verdict {
-            Verdict::Renew => {
-                self.invalidate(token);
-                true
-            }
-            Verdict::NotTheToken => {
-                tracing::debug!(
-                    client_id = self.client_id(),
-                    %method,
-                    "401 from an endpoint that rejects every token: the token is kept"
-                );
-                false
+        let endpoint = endpoint(method, path);
+        match self.verdict(token, &endpoint) {
+            Verdict::Renew => self.renew(token),
+            // Another taxpayer's renewal there is deciding: this one is
+            // not renewed now (the middleware waits for the verdict).
+            Verdict::Await(..) | Verdict::NotTheToken => self.not_the_token(method, &endpoint),
+        }
+    }
+
+    /// [`rejected`](Self::rejected), waiting (at most `max_login_wait`)
+    /// for the verdict of another taxpayer's renewal deciding at the same
+    /// endpoint, so that taxpayers meeting an endpoint at once do not each
+    /// spend a login on it.
+    pub(crate) async fn rejected_waiting(
+        &self,
+        token: &AccessToken,
+        method: &http::Method,
+        path: &str,
+    ) -> bool {
+        let endpoint = endpoint(method, path);
+        let deadline = after(Instant::now(), self.max_login_wait());
+        loop {
+            match self.verdict(token, &endpoint) {
+                Verdict::Renew => return self.renew(token),
+                Verdict::NotTheToken => return self.not_the_token(method, &endpoint),
+                Verdict::Await(mut decided, until) => {
+                    let wait = deadline.min(until);
+                    let verdict = decided.wait_for(|done| *done);
+                    if tokio::time::timeout_at(wait, verdict).await.is_err() {
+                        // No verdict in time: the 401 is handed back, and
+                        // no login is spent on a guess.
+                        return self.not_the_token(method, &endpoint);
+                    }
+                }
             }
         }
+    }
+
+    fn verdict(&self, token: &AccessToken, endpoint: &Endpoint) -> Verdict {
+        let ctx = &self.inner.ctx;
+        let settings = &ctx.settings;
+        token.0.rejections.rejected(
+            endpoint,
+            token.0.id,
+            Instant::now(),
+            settings.rejection_memory,
+            settings
+                .max_login_wait
+                .saturating_add(settings.login_timeout.unwrap_or(LOGIN_ALLOWANCE))
+                .saturating_add(RETRY_ALLOWANCE),
+            &ctx.learned,
+        )
+    }
+
+    fn renew(&self, token: &AccessToken) -> bool {
+        self.invalidate(token);
+        true
+    }
+
+    fn not_the_token(&self, method: &http::Method, endpoint: &Endpoint) -> bool {
+        tracing::debug!(
+            client_id = self.client_id(),
+            %method,
+            endpoint = %endpoint.template,
+            "401 from an endpoint whose 401s a new token does not cure: the token is kept"
+        );
+        false
     }
 
     /// Tells the cache that the API answered `token`'s call to `method`
     /// `path` in a way that shows the token got through (any status but
     /// 401, 407, 408, 429 and 5xx, which a gateway may answer before
-    /// looking at the token), ending what a 401 there had taught (see
-    /// [`rejected`](Self::rejected)). Two snapshot loads when nothing was
-    /// taught.
+    /// looking at the token), ending a renewal's verdict there and what a
+    /// 401 at that path had taught (see [`rejected`](Self::rejected)). Two
+    /// snapshot loads when nothing was taught.
     #[inline]
     pub fn accepted(&self, token: &AccessToken, method: &http::Method, path: &str) {
         let learned = &self.inner.ctx.learned;
         if token.0.rejections.any() || learned.any() {
-            let (endpoint, now) = (endpoint(method, path), Instant::now());
-            token.0.rejections.accepted(&endpoint, now);
-            learned.accepted(&endpoint, now);
+            token
+                .0
+                .rejections
+                .accepted(&endpoint(method, path), Instant::now(), learned);
         }
     }
 
@@ -281,7 +334,7 @@ impl TokenCache {
     pub fn rotate_secret(&self, secret: impl Into<SecretString>) -> Result<(), Error> {
         self.inner.ctx.settings.credentials.rotate(secret.into())?;
         // A new secret may cure what a new login could not (invalid_client).
-        self.for_each_entry(|entry| entry.failures.forget_lasting());
+        self.for_each_entry(|entry| entry.forget_lasting_failures());
         tracing::info!(client_id = self.client_id(), "client secret rotated");
         Ok(())
     }
@@ -299,7 +352,7 @@ impl TokenCache {
     /// # let _ = token; Ok(()) }
     /// ```
     pub fn forget_failures(&self) {
-        self.for_each_entry(|entry| entry.failures.forget());
+        self.for_each_entry(|entry| entry.forget_failures());
     }
 
     fn for_each_entry(&self, f: impl Fn(&Entry)) {

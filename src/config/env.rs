@@ -1,5 +1,5 @@
-//! Configuration from environment variables: [`TokenCache::from_env`] and
-//! [`TokenCacheBuilder::from_env`].
+//! Configuration from environment variables: [`TokenCacheBuilder::from_env`]
+//! (and `TokenCache::from_env`, which builds it at once).
 
 use std::env;
 use std::ffi::OsString;
@@ -7,8 +7,9 @@ use std::ffi::OsString;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use crate::cache::TokenCache;
-use crate::config::{Credentials, Environment, TokenCacheBuilder};
+use super::builder::{has_control, TokenCacheBuilder};
+use super::credentials::Credentials;
+use super::environment::Environment;
 use crate::error::{EnvProblem, Error};
 
 /// The system user's client ID (required).
@@ -78,6 +79,14 @@ impl TokenCacheBuilder {
                 problem: EnvProblem::NotUnicode,
             })?);
             let value = value.trim();
+            // The client ID and scope are named in log lines, where a line
+            // break would forge one; no MyInvois value holds one.
+            if name != ENV_CLIENT_SECRET && has_control(value) {
+                return Err(Error::Environment {
+                    name,
+                    problem: EnvProblem::Expected("a value without control characters (CR, LF, …)"),
+                });
+            }
             Ok((!value.is_empty()).then(|| value.to_owned()))
         };
         let required = |name: &'static str| {
@@ -102,7 +111,7 @@ impl TokenCacheBuilder {
                 })
             }
         };
-        let mut builder = TokenCache::builder(Credentials::new(client_id, client_secret))
+        let mut builder = TokenCacheBuilder::new(Credentials::new(client_id, client_secret))
             .environment(environment);
         if let Some(scope) = read(ENV_SCOPE)? {
             builder = builder.scope(scope);
@@ -111,18 +120,5 @@ impl TokenCacheBuilder {
             builder = builder.token_store(store);
         }
         Ok(builder)
-    }
-}
-
-impl TokenCache {
-    /// A cache with default settings, configured from the process
-    /// environment (see [`TokenCacheBuilder::from_env`]).
-    ///
-    /// ```no_run
-    /// let cache = myinvois_auth::TokenCache::from_env()?;
-    /// # Ok::<(), myinvois_auth::Error>(())
-    /// ```
-    pub fn from_env() -> Result<TokenCache, Error> {
-        TokenCacheBuilder::from_env()?.build()
     }
 }

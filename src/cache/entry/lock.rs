@@ -15,11 +15,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::state::{Entry, REFRESH_MARGIN};
 use crate::clock::after;
 use crate::config::Settings;
-use crate::entry::{Entry, REFRESH_MARGIN};
-use crate::obtain::STORE_CALL_LIMIT;
-use crate::store::{lock_owner, StoreError, StoreErrorKind};
+use crate::store::{lock_owner, StoreError};
 use crate::token::AccessToken;
 
 /// How long a login may take, for the lock, when no login timeout is set.
@@ -33,7 +32,7 @@ const MEND_MAX: Duration = Duration::from_secs(2);
 
 /// How long the entry's lock is taken for: the login timeout (or, without
 /// one, a minute) and a margin.
-pub(crate) fn lock_ttl(settings: &Settings) -> Duration {
+pub(super) fn lock_ttl(settings: &Settings) -> Duration {
     settings
         .login_timeout
         .unwrap_or(LOCK_LOGIN_ALLOWANCE)
@@ -45,11 +44,12 @@ impl Entry {
     /// were dropped (their runtime shut down) or panicked: a `drop` cannot
     /// wait for the store, so the next login does it, before it asks for
     /// the lock itself. Owner-checked: never another process's lock.
-    pub(crate) async fn release_abandoned_locks(&self) {
+    pub(super) async fn release_abandoned_locks(&self) {
         let owners = std::mem::take(&mut *self.abandoned_locks.lock());
         for owner in owners {
             let store = &self.ctx.settings.token_store;
-            self.store("unlock", store.unlock(&self.store_key, &owner))
+            self.ctx
+                .store("unlock", store.unlock(&self.store_key, &owner))
                 .await;
             tracing::info!("released the lock of a login that was cut off");
         }
@@ -62,7 +62,7 @@ impl Entry {
 /// background until it answers), and, if the login is cut off first (its
 /// task dropped, or a panic), from a task of its own on the current
 /// runtime, and failing that by the entry's next login.
-pub(crate) struct HeldLock<'a> {
+pub(super) struct HeldLock<'a> {
     entry: &'a Entry,
     owner: String,
     /// When the lock expires by itself.
@@ -76,7 +76,7 @@ impl<'a> HeldLock<'a> {
     /// Takes the entry's lock for `ttl`: `Some` when it is ours, or when
     /// the store did not answer (the login goes ahead as a single process's
     /// would); `None` when another process holds it.
-    pub(crate) async fn take(entry: &'a Entry, ttl: Duration) -> Option<HeldLock<'a>> {
+    pub(super) async fn take(entry: &'a Entry, ttl: Duration) -> Option<HeldLock<'a>> {
         // Made before asking: a login cut off while it asks releases it too.
         let mut lock = HeldLock {
             entry,
@@ -87,6 +87,7 @@ impl<'a> HeldLock<'a> {
         };
         let store = &entry.ctx.settings.token_store;
         let taken = entry
+            .ctx
             .store("lock", store.try_lock(&entry.store_key, &lock.owner, ttl))
             .await;
         match taken {
@@ -106,9 +107,10 @@ impl<'a> HeldLock<'a> {
     /// wait for a token that never comes until the lock expires: the token
     /// is shared and the lock released in the background once the store
     /// answers again.
-    pub(crate) async fn release(mut self, unsaved: Option<AccessToken>) {
+    pub(super) async fn release(mut self, unsaved: Option<AccessToken>) {
         let (entry, store) = (self.entry, &self.entry.ctx.settings.token_store);
         let unlocked = entry
+            .ctx
             .store("unlock", store.unlock(&entry.store_key, &self.owner))
             .await;
         self.released = true;
@@ -139,19 +141,15 @@ impl Drop for HeldLock<'_> {
             tracing::info_span!(parent: None, "myinvois_auth.unlock", entry = %self.entry.label);
         let unlock = async move {
             let store = &ctx.settings.token_store;
-            match tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner)).await {
-                Ok(Ok(())) => {
+            match ctx.try_store(store.unlock(&key, &owner)).await {
+                Ok(()) => {
                     queue.lock().retain(|queued| *queued != owner);
                     tracing::info!("released the lock of a login that was cut off");
                 }
                 // The entry's next login tries again.
-                Ok(Err(error)) => {
-                    if !error.is_repeat() {
-                        ctx.counters.store_error(error.kind());
-                    }
+                Err(error) => {
                     tracing::debug!(%error, "could not release the lock of a login cut off");
                 }
-                Err(_) => ctx.counters.store_error(StoreErrorKind::Timeout),
             }
         };
         runtime.spawn(unlock.instrument(span));
@@ -175,20 +173,8 @@ impl Entry {
         span.follows_from(tracing::Span::current().id());
         let mend = async move {
             let store = &ctx.settings.token_store;
-            let call = |what: &'static str, result: Result<Result<(), StoreError>, _>| match result
-            {
-                Ok(Ok(())) => true,
-                Ok(Err(error)) => {
-                    if !error.is_repeat() {
-                        ctx.counters.store_error(error.kind());
-                    }
-                    tracing::debug!(what, %error, "token store still failing");
-                    false
-                }
-                Err(_) => {
-                    ctx.counters.store_error(StoreErrorKind::Timeout);
-                    false
-                }
+            let failed = |what: &'static str, error: StoreError| {
+                tracing::debug!(what, %error, "token store still failing");
             };
             let (mut unsaved, mut locked) = (unsaved, true);
             let mut pause = MEND_FIRST;
@@ -202,33 +188,29 @@ impl Entry {
                 }
                 if let Some(token) = unsaved.take() {
                     let still_valid = token.0.expires > after(now, REFRESH_MARGIN);
-                    let loaded = tokio::time::timeout(STORE_CALL_LIMIT, store.load(&key)).await;
-                    match loaded {
-                        Ok(Ok(loaded)) if loaded.token.is_none() && still_valid => {
+                    match ctx.try_store(store.load(&key)).await {
+                        Ok(loaded) if loaded.token.is_none() && still_valid => {
                             let stored = token.to_stored(now);
-                            let save =
-                                tokio::time::timeout(STORE_CALL_LIMIT, store.save(&key, &stored));
-                            if !call("save", save.await) {
+                            if let Err(error) = ctx.try_store(store.save(&key, &stored)).await {
+                                failed("save", error);
                                 unsaved = Some(token);
                             }
                         }
                         // Another token is there, or ours is too old to share.
-                        Ok(Ok(_)) => {}
-                        Ok(Err(error)) => {
-                            call("load", Ok(Err(error)));
-                            unsaved = Some(token);
-                        }
-                        Err(elapsed) => {
-                            call("load", Err(elapsed));
+                        Ok(_) => {}
+                        Err(error) => {
+                            failed("load", error);
                             unsaved = Some(token);
                         }
                     }
                 }
                 if locked {
-                    let unlock = tokio::time::timeout(STORE_CALL_LIMIT, store.unlock(&key, &owner));
-                    if call("unlock", unlock.await) {
-                        locked = false;
-                        tracing::info!("the token store answers again: lock released");
+                    match ctx.try_store(store.unlock(&key, &owner)).await {
+                        Ok(()) => {
+                            locked = false;
+                            tracing::info!("the token store answers again: lock released");
+                        }
+                        Err(error) => failed("unlock", error),
                     }
                 }
                 if !locked && unsaved.is_none() {

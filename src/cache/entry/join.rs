@@ -1,13 +1,8 @@
-//! The one login in flight per entry: started by the first caller without a
-//! token (or by the sweep, for a refresh), run in its own task so that a
-//! caller who gives up does not cancel it, and handed to every waiting
-//! caller through a `watch` channel, its error included.
-//!
-//! The channel also says where the login stands, so that a caller without
-//! a token waits at most `max_login_wait` for it to be sent (a queued
-//! refresh it joined may be waiting for a slot minutes away), and holds no
-//! timer while it is sent: its own timeout bounds it then. (Under tokio's
-//! paused test clock, a pending timer would let time jump during its I/O.)
+//! How callers share the one login in flight: the first caller without a
+//! token (or the sweep, for a refresh) starts it ([`Entry::spawn_login`]),
+//! in a task of its own so that a caller who gives up does not cancel it;
+//! every caller joins it ([`Entry::wait_for_login`]) and gets its result,
+//! error included. The task publishes a new token, or remembers a failure.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,63 +12,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::flight::{Flight, Phase, Progress};
+use super::state::Entry;
 use crate::budget::Urgency;
 use crate::clock::after;
-use crate::entry::Entry;
 use crate::error::Error;
 use crate::failure::Class;
 use crate::token::AccessToken;
-
-/// Where a login in flight stands.
-#[derive(Debug, Clone)]
-pub(crate) enum Phase {
-    /// Waiting for a slot from the login budget (or about to ask).
-    Queued,
-    /// Waiting for another process of the fleet, which is sending the login.
-    AwaitingFleet,
-    /// The login request is being sent.
-    Sending,
-    /// Finished.
-    Done(Result<AccessToken, Error>),
-}
-
-impl Phase {
-    /// Not yet sent by this process: the caller's `max_login_wait` bounds
-    /// this, whatever the login waits for (a slot, or another process of
-    /// the fleet, which may give up and leave the login queued again). Once
-    /// sent, only the login timeout bounds it.
-    fn waiting(&self) -> bool {
-        matches!(self, Phase::Queued | Phase::AwaitingFleet)
-    }
-}
-
-/// How the login task tells its callers where it stands.
-pub(crate) struct Progress(watch::Sender<Phase>);
-
-impl Progress {
-    pub(crate) fn set(&self, phase: Phase) {
-        self.0.send_replace(phase);
-    }
-
-    /// Whether the login waits for another process of the fleet.
-    fn awaiting_fleet(&self) -> bool {
-        matches!(*self.0.borrow(), Phase::AwaitingFleet)
-    }
-}
-
-/// The login in flight for an entry: where it stands, and how urgently it
-/// needs a slot from the login budget.
-pub(crate) struct Flight {
-    pub(crate) rx: watch::Receiver<Phase>,
-    pub(crate) urgency: Arc<Urgency>,
-}
-
-impl Flight {
-    /// A login is running while its task still holds the sender.
-    pub(crate) fn is_running(&self) -> bool {
-        self.rx.has_changed().is_ok()
-    }
-}
 
 impl Entry {
     /// A new token: served from now on; the failure memory and the retry
@@ -109,7 +54,7 @@ impl Entry {
     /// Waits for a login's token. A login that started long ago can deliver a
     /// token that has expired by now: it is never served; one fresh login is
     /// tried instead, and if that token too arrives expired, it is an error.
-    pub(crate) async fn wait_for_login(
+    pub(super) async fn wait_for_login(
         self: &Arc<Self>,
         wait: Duration,
     ) -> Result<AccessToken, Error> {
@@ -195,7 +140,7 @@ impl Entry {
 
     /// Starts the login task. Called with `inflight` locked, so at most one
     /// runs. The login waits for a budget slot as `urgency` says.
-    pub(crate) fn spawn_login(
+    pub(super) fn spawn_login(
         self: &Arc<Self>,
         reason: &'static str,
         urgency: Urgency,

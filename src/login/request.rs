@@ -1,5 +1,5 @@
 //! The login call: `POST {identity}/connect/token` (OAuth 2.0 client
-//! credentials). Reading its answer is [`crate::response`]'s job.
+//! credentials). Reading its answer is `response`'s job.
 //!
 //! The client secret leaves [`SecretString`] only to be written into the
 //! form body, a buffer that is zeroed when the HTTP client drops it. The
@@ -15,10 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::response::{parse_response, parse_retry_after};
 use crate::config::{Secret, Settings};
 use crate::error::Error;
 use crate::redact;
-use crate::response::{parse_response, parse_retry_after};
 use crate::taxpayer::OnBehalfOf;
 use crate::token::Issued;
 
@@ -34,7 +34,7 @@ pub(crate) async fn login(
     secret: &Secret,
     on_behalf_of: Option<&OnBehalfOf>,
 ) -> Result<Issued, Error> {
-    let call = send(settings, &secret.value, on_behalf_of);
+    let call = send(settings, secret, on_behalf_of);
     match settings.login_timeout {
         Some(limit) => tokio::time::timeout(limit, call)
             .await
@@ -45,21 +45,21 @@ pub(crate) async fn login(
 
 async fn send(
     settings: &Settings,
-    secret: &SecretString,
+    secret: &Secret,
     on_behalf_of: Option<&OnBehalfOf>,
 ) -> Result<Issued, Error> {
-    let encoded_secret = Zeroizing::new(urlencoded(secret.expose_secret()));
+    let forms = secret.forms();
     let mut request = settings
         .http_client
         .post(settings.token_url.clone())
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form_body(settings, secret));
+        .body(form_body(settings, &secret.value));
     if let Some(taxpayer) = on_behalf_of {
         request = request.header(ON_BEHALF_OF, taxpayer.as_str());
     }
 
-    let sensitive = [secret.expose_secret(), encoded_secret.as_str()];
+    let sensitive = [forms[0].as_str(), forms[1].as_str()];
     let sent_at = Instant::now();
     let mut response = request.send().await.map_err(Error::transport)?;
     let status = response.status();
@@ -140,26 +140,20 @@ impl AsRef<[u8]> for ZeroizingBody {
     }
 }
 
-/// The form encoding of `value`, in a buffer sized for the worst case so
-/// that it is never reallocated (which would leave a copy in freed memory).
-fn urlencoded(value: &str) -> String {
-    let mut encoded = String::with_capacity(3 * value.len());
-    encoded.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
-    encoded
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_form_encodes_every_field_and_keeps_the_secret_intact() {
-        let settings =
-            crate::config::TokenCacheBuilder::new(crate::Credentials::new("id&x", "p@ss w+rd=&"))
-                .identity_url("http://127.0.0.1:9")
-                .scope("InvoicingAPI")
-                .into_settings()
-                .unwrap();
+        let settings = crate::config::TokenCacheBuilder::new(crate::config::Credentials::new(
+            "id&x",
+            "p@ss w+rd=&",
+        ))
+        .identity_url("http://127.0.0.1:9")
+        .scope("InvoicingAPI")
+        .into_settings()
+        .unwrap();
         let body = form_body(&settings, &settings.credentials.secret().value);
         let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))

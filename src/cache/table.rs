@@ -1,4 +1,4 @@
-//! The table of taxpayer entries: looked up on every intermediary call,
+//! [`Table`]: the cache's taxpayer entries, looked up on every intermediary call,
 //! grown when a new taxpayer appears, and kept to `max_entries` by evicting
 //! one of the least recently used.
 //!
@@ -13,35 +13,34 @@
 //! stays in the token store, so using it again costs no login while that
 //! token is valid.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::entry::Entry;
+use super::entry::Entry;
 
 /// How many entries an eviction looks at.
 pub(crate) const EVICTION_SAMPLE: usize = 32;
 
 type Map = papaya::HashMap<Arc<str>, Arc<Entry>, foldhash::fast::RandomState>;
 
-pub(crate) struct Taxpayers {
+pub(crate) struct Table {
     map: Map,
-    /// Every entry, each at the index it records in `Entry::slot`; only
-    /// insertions and evictions take this lock.
+    /// Every entry, for sampling; only insertions and evictions take this
+    /// lock.
     list: Mutex<Vec<Arc<Entry>>>,
 }
 
-impl Default for Taxpayers {
+impl Default for Table {
     fn default() -> Self {
-        Taxpayers {
+        Table {
             map: Map::with_hasher(foldhash::fast::RandomState::default()),
             list: Mutex::new(Vec::new()),
         }
     }
 }
 
-impl Taxpayers {
+impl Table {
     /// The entry of `taxpayer`, if there is one.
     #[inline]
     pub(crate) fn get(&self, taxpayer: &str) -> Option<Arc<Entry>> {
@@ -73,7 +72,6 @@ impl Taxpayers {
             self.evict_one(&mut list);
         }
         let entry = make();
-        entry.slot.store(list.len(), Ordering::Relaxed);
         list.push(Arc::clone(&entry));
         self.map
             .pin()
@@ -106,10 +104,7 @@ impl Taxpayers {
         };
         let Some(i) = oldest else { return };
         let evicted = list.swap_remove(i);
-        if let Some(moved) = list.get(i) {
-            moved.slot.store(i, Ordering::Relaxed);
-        }
-        if let Some(taxpayer) = &evicted.on_behalf_of {
+        if let Some(taxpayer) = evicted.on_behalf_of() {
             self.map.pin().remove(taxpayer.as_str());
             tracing::debug!(on_behalf_of = %taxpayer, "least recently used entry evicted");
         }
@@ -119,10 +114,10 @@ impl Taxpayers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::context::Context;
+    use crate::config::Credentials;
     use crate::config::TokenCacheBuilder;
-    use crate::context::Context;
     use crate::taxpayer::OnBehalfOf;
-    use crate::Credentials;
     use std::time::Duration;
     use tokio::time::Instant;
 
@@ -136,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_full_table_evicts_one_of_the_least_recently_used_and_stays_full() {
-        let (ctx, table, t0) = (context(), Taxpayers::default(), Instant::now());
+        let (ctx, table, t0) = (context(), Table::default(), Instant::now());
         let max = 1000;
         let entry = |i: u64| {
             let tin = OnBehalfOf::new(format!("C{i:010}"));

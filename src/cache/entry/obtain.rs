@@ -4,7 +4,7 @@
 //! lock in the store so that one process in a fleet logs in per key.
 //!
 //! The lock covers the login call only: the budget slot is taken first,
-//! the lock (see [`crate::lock`]) for about the login timeout after. A
+//! the lock (see `lock`) for about the login timeout after. A
 //! process whose fleet slot must wait looks at the store again before
 //! asking anew, and one refused a slot looks once more: if another process
 //! holds the entry's lock it waits for that login instead of failing. A
@@ -20,15 +20,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::flight::{Phase, Progress};
+use super::lock::{lock_ttl, HeldLock};
+use super::state::{Entry, REFRESH_MARGIN};
 use crate::budget::{Grant, Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
 use crate::clock::after;
-use crate::entry::{Entry, REFRESH_MARGIN};
 use crate::error::Error;
-use crate::flight::{Phase, Progress};
-use crate::lock::{lock_ttl, HeldLock};
 use crate::login::login;
-use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest, StoreError, StoreErrorKind};
-use crate::token::AccessToken;
+use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest};
+use crate::token::{check_taxpayer, AccessToken};
 
 /// While another process logs in for the entry, look for its token after
 /// this long, doubling up to [`FLEET_POLL_MAX`].
@@ -38,13 +38,11 @@ const FLEET_POLL_MAX: Duration = Duration::from_secs(2);
 const LOCK_EXPIRY_SLACK: Duration = Duration::from_millis(50);
 /// The shortest wait for the fleet's window, whatever the store answers.
 const MIN_FLEET_WAIT: Duration = Duration::from_millis(10);
-/// Budget for one token-store call (stores have their own, shorter, limits).
-pub(crate) const STORE_CALL_LIMIT: Duration = Duration::from_secs(2);
 
 impl Entry {
     /// Gets a new token for the entry (see the module docs). Runs inside
     /// the login's span, which names the entry and the reason.
-    pub(crate) async fn obtain(
+    pub(super) async fn obtain(
         &self,
         urgency: &Urgency,
         progress: &Progress,
@@ -63,7 +61,7 @@ impl Entry {
         let mut rechecked = false;
         loop {
             // Someone may have shared a token, or be logging in for it.
-            let loaded = self.store("load", store.load(&self.store_key)).await;
+            let loaded = self.ctx.store("load", store.load(&self.store_key)).await;
             let locked = loaded.as_ref().and_then(|l| l.locked);
             if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                 return Ok(token);
@@ -98,7 +96,11 @@ impl Entry {
                     // While the lock is held, only it is looked at (one
                     // cheap call); once it is gone (or the store fails),
                     // the whole entry, from the top.
-                    match self.store("poll", store.lock_left(&self.store_key)).await {
+                    match self
+                        .ctx
+                        .store("poll", store.lock_left(&self.store_key))
+                        .await
+                    {
                         Some(Some(left)) => lock_left = left,
                         _ => break,
                     }
@@ -116,7 +118,7 @@ impl Entry {
                     // for its login is better than a refusal (once a login).
                     if !rechecked {
                         rechecked = true;
-                        let loaded = self.store("load", store.load(&self.store_key)).await;
+                        let loaded = self.ctx.store("load", store.load(&self.store_key)).await;
                         let locked = loaded.as_ref().is_some_and(|l| l.locked.is_some());
                         if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                             return Ok(token);
@@ -134,7 +136,7 @@ impl Entry {
                 continue;
             };
             // Another process may have finished just before we took the lock.
-            let loaded = self.store("load", store.load(&self.store_key)).await;
+            let loaded = self.ctx.store("load", store.load(&self.store_key)).await;
             if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                 lock.release(None).await;
                 slot.give_back(self).await;
@@ -148,7 +150,7 @@ impl Entry {
                     // have it: a process that exits once its callers are
                     // served must not leave the fleet waiting out the lock.
                     let stored = token.to_stored(Instant::now());
-                    let saved = self.store("save", store.save(&self.store_key, &stored));
+                    let saved = self.ctx.store("save", store.save(&self.store_key, &stored));
                     saved.await.is_none().then(|| token.clone())
                 }
                 Err(_) => None,
@@ -162,11 +164,13 @@ impl Entry {
     /// and, for a refresh, is newer than the one held (`have` is its expiry).
     fn accept_shared(&self, loaded: Loaded, have: Option<Instant>) -> Option<AccessToken> {
         let stored = loaded.token?;
+        let secret = self.ctx.settings.credentials.secret().forms();
         let token = match AccessToken::from_stored(
             stored,
             &self.ctx.clock,
             Instant::now(),
             &self.owner(),
+            &[secret[0].as_str(), secret[1].as_str()],
         ) {
             Ok(token) => token,
             Err(reason) => {
@@ -182,32 +186,6 @@ impl Entry {
         } else {
             None
         }
-    }
-
-    /// Runs a token-store call; on failure or slowness, counts it by kind,
-    /// logs a warning naming the kind and returns `None`, so the caller goes
-    /// on as a single process would.
-    pub(crate) async fn store<T>(
-        &self,
-        what: &'static str,
-        call: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Option<T> {
-        let error = match tokio::time::timeout(STORE_CALL_LIMIT, call).await {
-            Ok(Ok(value)) => return Some(value),
-            Ok(Err(error)) => error,
-            Err(_) => StoreError::new(
-                StoreErrorKind::Timeout,
-                "the token store did not answer in time",
-            ),
-        };
-        if error.is_repeat() {
-            // Skipped like the calls before it in this skip period.
-            tracing::debug!(what, %error, "token store skipped");
-        } else {
-            self.ctx.counters.store_error(error.kind());
-            tracing::warn!(what, kind = %error.kind(), %error, "token store unavailable; going on without it");
-        }
-        None
     }
 
     /// Takes a slot from this process's budget and then from the fleet's
@@ -245,6 +223,7 @@ impl Entry {
                 id: lock_owner(),
             };
             match self
+                .ctx
                 .store("reserve", store.reserve_login(&ctx.budget_key, &request))
                 .await
             {
@@ -294,11 +273,17 @@ impl Entry {
         let secret = ctx.settings.credentials.secret();
         self.login_secret
             .store(secret.generation, Ordering::Relaxed);
+        let owner = self.owner();
         let result = login(&ctx.settings, &secret, self.on_behalf_of.as_ref())
             .await
-            .map(|issued| {
+            .and_then(|issued| {
+                if let Some(expected) = owner.taxpayer {
+                    let forms = secret.forms();
+                    let hidden = [forms[0].as_str(), forms[1].as_str()];
+                    check_taxpayer(&issued.secret, expected, &hidden)?;
+                }
                 let sent_at_utc = ctx.clock.utc(issued.sent_at);
-                AccessToken::new(issued, sent_at_utc, &self.owner())
+                Ok(AccessToken::new(issued, sent_at_utc, &owner))
             });
         let took = started.elapsed();
         ctx.counters.login_ended(took, result.as_ref().err());
@@ -313,7 +298,8 @@ impl Entry {
                 if let Error::RateLimited { retry_after } = error {
                     let retry = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF);
                     ctx.budget.block_for(retry);
-                    self.store("block", store.block_logins(&ctx.budget_key, retry))
+                    self.ctx
+                        .store("block", store.block_logins(&ctx.budget_key, retry))
                         .await;
                 }
                 tracing::warn!(elapsed_ms, %error, "login failed");
@@ -347,6 +333,7 @@ impl Slot<'_> {
         if let Some(id) = self.fleet {
             let (ctx, store) = (&entry.ctx, &entry.ctx.settings.token_store);
             entry
+                .ctx
                 .store("release", store.release_login(&ctx.budget_key, &id))
                 .await;
         }

@@ -1,0 +1,19 @@
+//! The token cache: [`TokenCache`], the table of its taxpayer entries, and
+//! what those entries share.
+//!
+//! - `token_cache`: the [`TokenCache`] handle and everything it offers;
+//! - `build`: where a cache is built (`TokenCacheBuilder::build`,
+//!   `TokenCache::from_env`);
+//! - `table`: the table of taxpayer entries (lock-free lookups, sampled LRU
+//!   eviction);
+//! - `context`: what every entry of one cache shares, with the one guarded
+//!   token-store call;
+//! - `entry`: one entry, its login and its lock in the token store.
+
+mod build;
+mod context;
+mod entry;
+mod table;
+mod token_cache;
+
+pub use self::token_cache::TokenCache;
