@@ -45,6 +45,10 @@ use crate::store::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, Toke
 /// - **Schema**: a newer crate upgrades an older file; an older one meeting
 ///   a newer file refuses it (`Incompatible`) and leaves it untouched.
 /// - **Size**: expired rows are purged after writes, once a minute at most.
+/// - **Tests with tokio's paused clock** (`start_paused`): use a
+///   [`MemoryTokenStore`](crate::MemoryTokenStore). While the runtime waits
+///   for the store's thread it looks idle, so a paused clock jumps ahead
+///   and every call times out.
 ///
 /// ```no_run
 /// use std::sync::Arc;
