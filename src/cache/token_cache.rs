@@ -303,8 +303,8 @@ impl TokenCache {
     /// `path` in a way that shows the token got through (any status but
     /// 401, 407, 408, 429 and 5xx, which a gateway may answer before
     /// looking at the token), ending a renewal's verdict there and what a
-    /// 401 at that path had taught (see [`rejected`](Self::rejected)). Two
-    /// snapshot loads when nothing was taught.
+    /// 401 at that path had taught (see [`rejected`](Self::rejected)). Three
+    /// relaxed loads when nothing was taught.
     #[inline]
     pub fn accepted(&self, token: &AccessToken, method: &http::Method, path: &str) {
         let learned = &self.inner.ctx.learned;

@@ -44,7 +44,7 @@ pub(crate) struct Learned {
 }
 
 impl Learned {
-    /// Whether anything is known (a snapshot load). A renewal deciding
+    /// Whether anything is known (a relaxed load). A renewal deciding
     /// shows in its own entry's records, which end it.
     #[inline]
     pub(crate) fn any(&self) -> bool {

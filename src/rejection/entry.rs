@@ -59,7 +59,7 @@ impl Rejections {
         self as *const Self as usize
     }
 
-    /// Whether anything is recorded (two snapshot loads).
+    /// Whether anything is recorded (two relaxed loads).
     #[inline]
     pub(crate) fn any(&self) -> bool {
         self.deciding.any() || self.paths.any()
