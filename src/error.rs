@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redact;
+
 /// Everything that can go wrong while configuring the cache or obtaining a token.
 ///
 /// The type is `Clone` because one failed login is handed to every caller that
@@ -30,7 +32,7 @@ use std::time::Duration;
 /// }
 /// # let _ = explain;
 /// ```
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The builder was given settings that cannot work (missing environment, a
@@ -136,13 +138,26 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
-    /// The login request failed below HTTP (DNS, connection refused, TLS, …).
-    /// The message includes reqwest's; it is not repeated as `source()`, so
-    /// error reporters that walk the chain do not print it twice.
-    #[error("could not reach the identity service: {error}{}", describe_wait(.retry_after, &true))]
+    /// The login request failed below HTTP: connection refused, a failed
+    /// name lookup, a TLS handshake (an unknown certificate authority, …),
+    /// a timeout of the [HTTP client](crate::TokenCacheBuilder::http_client),
+    /// a connection cut while the answer was read.
+    ///
+    /// `Display` names the whole cause chain (`could not reach the identity
+    /// service: error sending request: client error (Connect): tcp connect
+    /// error: Connection refused (os error 111)`), because a log line
+    /// prints `Display` alone. `source()` is reqwest's error, for
+    /// `is_connect()`, `is_timeout()` and reporters that walk the chain
+    /// (which therefore show the causes twice).
+    #[error("could not reach the identity service: {cause}{}", describe_wait(.retry_after, &true))]
+    #[non_exhaustive]
     Transport {
         /// reqwest's error, without the URL.
+        #[source]
         error: Arc<reqwest::Error>,
+        /// reqwest's error and each of its causes, joined by `: `, scrubbed
+        /// of the client secret, on one line, cut at 300 characters.
+        cause: String,
         /// How long until the cache asks again.
         retry_after: Option<Duration>,
     },
@@ -183,6 +198,99 @@ pub enum Error {
         /// What is wrong with it.
         problem: EnvProblem,
     },
+}
+
+/// `Debug` as derived, except that `Transport` shows reqwest's error by its
+/// scrubbed text: reqwest's own `Debug` quotes what the other side sent
+/// (a certificate's names, …) as it came.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig(text) => f.debug_tuple("InvalidConfig").field(text).finish(),
+            Error::InvalidTaxpayer { value, reason } => f
+                .debug_struct("InvalidTaxpayer")
+                .field("value", value)
+                .field("reason", reason)
+                .finish(),
+            Error::OAuth {
+                status,
+                code,
+                description,
+                uri,
+                retry_after,
+            } => f
+                .debug_struct("OAuth")
+                .field("status", status)
+                .field("code", code)
+                .field("description", description)
+                .field("uri", uri)
+                .field("retry_after", retry_after)
+                .finish(),
+            Error::RateLimited { retry_after } => f
+                .debug_struct("RateLimited")
+                .field("retry_after", retry_after)
+                .finish(),
+            Error::IdentityService {
+                status,
+                retry_after,
+            } => f
+                .debug_struct("IdentityService")
+                .field("status", status)
+                .field("retry_after", retry_after)
+                .finish(),
+            Error::LoginRedirected {
+                status,
+                location,
+                retry_after,
+            } => f
+                .debug_struct("LoginRedirected")
+                .field("status", status)
+                .field("location", location)
+                .field("retry_after", retry_after)
+                .finish(),
+            Error::InvalidResponse {
+                reason,
+                transient,
+                retry_after,
+            } => f
+                .debug_struct("InvalidResponse")
+                .field("reason", reason)
+                .field("transient", transient)
+                .field("retry_after", retry_after)
+                .finish(),
+            Error::Timeout { after, retry_after } => f
+                .debug_struct("Timeout")
+                .field("after", after)
+                .field("retry_after", retry_after)
+                .finish(),
+            Error::Transport {
+                error: _,
+                cause,
+                retry_after,
+            } => f
+                .debug_struct("Transport")
+                .field("cause", cause)
+                .field("retry_after", retry_after)
+                .finish_non_exhaustive(),
+            Error::WrongTaxpayer {
+                expected,
+                issued_for,
+                retry_after,
+            } => f
+                .debug_struct("WrongTaxpayer")
+                .field("expected", expected)
+                .field("issued_for", issued_for)
+                .field("retry_after", retry_after)
+                .finish(),
+            Error::InvalidToken(text) => f.debug_tuple("InvalidToken").field(text).finish(),
+            Error::LoginAborted => f.write_str("LoginAborted"),
+            Error::Environment { name, problem } => f
+                .debug_struct("Environment")
+                .field("name", name)
+                .field("problem", problem)
+                .finish(),
+        }
+    }
 }
 
 /// What is wrong with an environment variable, in [`Error::Environment`].
@@ -347,11 +455,16 @@ impl Error {
         self
     }
 
-    pub(crate) fn transport(err: reqwest::Error) -> Self {
+    /// A failure below HTTP; `sensitive` are the forms of the client
+    /// secret, scrubbed from the causes' text.
+    pub(crate) fn transport(err: reqwest::Error, sensitive: &[&str]) -> Self {
         // The URL of the identity service is no secret, but a user may have put
         // credentials in it; reqwest errors print the URL, so drop it.
+        let error = err.without_url();
+        let cause = redact::scrub(&cause_chain(&error), sensitive, redact::MAX_TEXT);
         Error::Transport {
-            error: Arc::new(err.without_url()),
+            error: Arc::new(error),
+            cause,
             retry_after: None,
         }
     }
@@ -420,6 +533,23 @@ fn look_at<'a>(
         return Some(find(inner, depth + 1));
     }
     None
+}
+
+/// `error` and each of its causes, joined by `: `; a cause whose text the
+/// ones before already hold (an error that prints its source) is left out.
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    for cause in std::iter::successors(Some(error), |e| e.source()).take(MAX_WRAPPING) {
+        let said = cause.to_string();
+        if said.is_empty() || text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 fn describe_target(location: &Option<String>) -> String {

@@ -61,7 +61,10 @@ async fn send(
 
     let sensitive = [forms[0].as_str(), forms[1].as_str()];
     let sent_at = Instant::now();
-    let mut response = request.send().await.map_err(Error::transport)?;
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| Error::transport(e, &sensitive))?;
     let status = response.status();
     if status.is_redirection() {
         // Nothing is sent to the target: the client does not follow redirects.
@@ -91,7 +94,11 @@ async fn send(
         .get(RETRY_AFTER)
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(Error::transport)? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Error::transport(e, &sensitive))?
+    {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(Error::garbled_response(format!(
                 "the answer (HTTP {}) is larger than {MAX_BODY} bytes",

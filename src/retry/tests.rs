@@ -1,6 +1,5 @@
 //! Tests of `retry`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest_retry::{Retryable, RetryableStrategy};
@@ -42,10 +41,7 @@ fn oauth(code: OAuthErrorCode, status: u16) -> Error {
 fn transport() -> Error {
     // A real reqwest error, made without any I/O.
     let error = reqwest::Client::new().get("http://").build().unwrap_err();
-    Error::Transport {
-        error: Arc::new(error),
-        retry_after: None,
-    }
+    Error::transport(error, &[])
 }
 
 fn name(decision: Option<Retryable>) -> &'static str {

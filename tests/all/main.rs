@@ -3,6 +3,7 @@
 
 mod budget;
 mod cache;
+mod causes;
 mod edges;
 mod faults;
 mod from_vars;

@@ -25,6 +25,11 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
+        Self::for_names(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+    }
+
+    /// A CA, and a server certificate for `names` signed by it.
+    pub fn for_names(names: Vec<String>) -> Self {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         // A name of its own: with the leaf's (rcgen's default for both),
@@ -34,7 +39,7 @@ impl TestCa {
             .push(rcgen::DnType::CommonName, "myinvois-auth test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let server_key = KeyPair::generate().unwrap();
-        let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        let server = CertificateParams::new(names)
             .unwrap()
             .signed_by(&server_key, &ca)
             .unwrap();
@@ -71,7 +76,11 @@ pub struct TlsIdentity {
 
 impl TlsIdentity {
     pub async fn redirecting(status: u16, target: &str) -> Self {
-        let ca = TestCa::new();
+        Self::redirecting_with(TestCa::new(), status, target).await
+    }
+
+    /// The same, with the certificate of `ca`.
+    pub async fn redirecting_with(ca: TestCa, status: u16, target: &str) -> Self {
         let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let uri = format!(
