@@ -547,11 +547,14 @@ async fn a_refusal_while_reservations_are_fresh_says_when_a_slot_frees() {
 }
 
 fn slot(count: u32, window_secs: u64, pace: Option<Duration>) -> SlotRequest {
-    SlotRequest {
+    let request = SlotRequest::new(
         count,
-        window: Duration::from_secs(window_secs),
-        pace,
-        id: format!("{:?}", std::time::SystemTime::now()),
+        Duration::from_secs(window_secs),
+        format!("{:?}", std::time::SystemTime::now()),
+    );
+    match pace {
+        Some(pace) => request.paced(pace),
+        None => request,
     }
 }
 

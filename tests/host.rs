@@ -520,12 +520,7 @@ async fn a_retry_after_seen_by_one_process_holds_off_the_others() {
     // Another connection to the file, as another process has, asking for a
     // slot of the same client ID's budget: told to wait out the 30 s.
     let other = SqliteTokenStore::new(&file);
-    let request = myinvois_auth::SlotRequest {
-        count: 12,
-        window: Duration::from_secs(60),
-        pace: None,
-        id: "other-process".into(),
-    };
+    let request = myinvois_auth::SlotRequest::new(12, Duration::from_secs(60), "other-process");
     let answer =
         myinvois_auth::TokenStore::reserve_login(&other, &budget_key_of(&identity.uri()), &request)
             .await

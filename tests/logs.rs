@@ -71,16 +71,14 @@ struct HostileStore;
 impl TokenStore for HostileStore {
     async fn load(&self, _key: &str) -> Result<Loaded, StoreError> {
         let now = Utc::now();
-        Ok(Loaded {
-            token: Some(StoredToken {
-                access_token: format!("{TOKEN_MARK}-stored\r\nInjected: 1"),
-                issued_at: now,
-                expires_at: now + chrono::Duration::days(365 * 100),
-                scope: Some(format!("InvoicingAPI {SECRET}")),
-                remaining: Duration::from_secs(3600),
-            }),
-            locked: None,
-        })
+        let token = StoredToken::new(
+            format!("{TOKEN_MARK}-stored\r\nInjected: 1"),
+            now,
+            now + chrono::Duration::days(365 * 100),
+            Duration::from_secs(3600),
+        )
+        .with_scope(Some(format!("InvoicingAPI {SECRET}")));
+        Ok(Loaded::new(Some(token), None))
     }
     async fn save(&self, _key: &str, _token: &StoredToken) -> Result<(), StoreError> {
         Err(StoreError::new(

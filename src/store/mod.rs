@@ -61,7 +61,23 @@ pub(crate) const RESERVATION_POLL: Duration = Duration::from_millis(100);
 /// [`MAX_TOKEN_LIFETIME`](crate::MAX_TOKEN_LIFETIME)), is not issued in the
 /// future, and is trusted for no longer than the store says is left: a
 /// token that fails is ignored with a warning, and a login happens instead.
+///
+/// `#[non_exhaustive]`: a store builds one with [`StoredToken::new`], so
+/// that a field added later breaks no store.
+///
+/// ```compile_fail,E0639
+/// # use std::time::Duration;
+/// # let now = chrono::Utc::now();
+/// let token = myinvois_auth::StoredToken {
+///     access_token: "eyJ…".into(),
+///     issued_at: now,
+///     expires_at: now,
+///     scope: None,
+///     remaining: Duration::ZERO,
+/// };
+/// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoredToken {
     /// The access token.
     pub access_token: String,
@@ -79,6 +95,48 @@ pub struct StoredToken {
     pub remaining: Duration,
 }
 
+impl StoredToken {
+    /// A token issued at `issued_at`, expiring at `expires_at`, with
+    /// `remaining` left (see the fields), and no scope.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use chrono::{TimeDelta, Utc};
+    /// use myinvois_auth::StoredToken;
+    ///
+    /// let issued_at = Utc::now();
+    /// let token = StoredToken::new(
+    ///     "eyJhbGciOi…",
+    ///     issued_at,
+    ///     issued_at + TimeDelta::hours(1),
+    ///     Duration::from_secs(3600),
+    /// )
+    /// .with_scope(Some("InvoicingAPI".to_owned()));
+    /// assert_eq!(token.scope.as_deref(), Some("InvoicingAPI"));
+    /// assert_eq!(token.remaining, Duration::from_secs(3600));
+    /// ```
+    pub fn new(
+        access_token: impl Into<String>,
+        issued_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        remaining: Duration,
+    ) -> Self {
+        StoredToken {
+            access_token: access_token.into(),
+            issued_at,
+            expires_at,
+            scope: None,
+            remaining,
+        }
+    }
+
+    /// The same token, with the scope granted (as the store kept it).
+    pub fn with_scope(mut self, scope: Option<String>) -> Self {
+        self.scope = scope;
+        self
+    }
+}
+
 impl fmt::Debug for StoredToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredToken")
@@ -93,7 +151,21 @@ impl fmt::Debug for StoredToken {
 
 /// What [`TokenStore::reserve_login`] is asked for: a slot in a window of
 /// `window` holding at most `count` logins, fleet-wide.
+///
+/// `#[non_exhaustive]`: built with [`SlotRequest::new`] (a store's own
+/// tests need one), so that a field added later breaks no store.
+///
+/// ```compile_fail,E0639
+/// # use std::time::Duration;
+/// let request = myinvois_auth::SlotRequest {
+///     count: 12,
+///     window: Duration::from_secs(60),
+///     pace: None,
+///     id: "one".into(),
+/// };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SlotRequest {
     /// At most this many logins in any window.
     pub count: u32,
@@ -105,6 +177,36 @@ pub struct SlotRequest {
     /// Names this reservation, so that [`release_login`](TokenStore::release_login)
     /// can give it back if the login is never sent.
     pub id: String,
+}
+
+impl SlotRequest {
+    /// A slot in a window of `window` holding at most `count` logins, the
+    /// reservation named `id`; not paced.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use myinvois_auth::SlotRequest;
+    ///
+    /// let request = SlotRequest::new(12, Duration::from_secs(60), "host-1-42")
+    ///     .paced(Duration::from_secs(5));
+    /// assert_eq!(request.pace, Some(Duration::from_secs(5)));
+    /// assert_eq!(request.id, "host-1-42");
+    /// ```
+    pub fn new(count: u32, window: Duration, id: impl Into<String>) -> Self {
+        SlotRequest {
+            count,
+            window,
+            pace: None,
+            id: id.into(),
+        }
+    }
+
+    /// The same request for a background refresh: at least `pace` after
+    /// the last paced login.
+    pub fn paced(mut self, pace: Duration) -> Self {
+        self.pace = Some(pace);
+        self
+    }
 }
 
 /// The answer to [`TokenStore::reserve_login`].
@@ -130,7 +232,15 @@ pub enum LoginSlot {
 
 /// What a store holds for a key: the token, if any, and whether a login
 /// (another process's, or another task's) holds the key's lock.
+///
+/// `#[non_exhaustive]`: built with [`Loaded::new`] or [`Loaded::empty`],
+/// so that a field added later breaks no store.
+///
+/// ```compile_fail,E0639
+/// let loaded = myinvois_auth::Loaded { token: None, locked: None };
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Loaded {
     /// The unexpired token, with [`remaining`](StoredToken::remaining)
     /// counted by the store's own clock.
@@ -139,6 +249,28 @@ pub struct Loaded {
     /// a waiting process looks again when it expires (its holder may have
     /// died) rather than polling faster.
     pub locked: Option<Duration>,
+}
+
+impl Loaded {
+    /// What a store holds for a key: `token` (the unexpired one, if any)
+    /// and, while the key's login lock is held, how long it has left.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use myinvois_auth::Loaded;
+    ///
+    /// let locked = Loaded::new(None, Some(Duration::from_secs(20)));
+    /// assert_eq!(locked.locked, Some(Duration::from_secs(20)));
+    /// assert_eq!(Loaded::empty(), Loaded::new(None, None));
+    /// ```
+    pub fn new(token: Option<StoredToken>, locked: Option<Duration>) -> Self {
+        Loaded { token, locked }
+    }
+
+    /// Nothing stored under the key, and its lock free.
+    pub fn empty() -> Self {
+        Loaded::default()
+    }
 }
 
 /// Where caches share tokens, logins and the login budget. See the module

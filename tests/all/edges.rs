@@ -284,15 +284,15 @@ async fn a_stored_token_naming_another_taxpayer_is_refused_and_a_login_happens()
     let (c1, c2) = ("C1000000001", "C2000000002");
     let identity = issuing_only(&jwt(serde_json::json!({ "TaxpayerTIN": c1 }))).await;
     let theirs = jwt(serde_json::json!({ "TaxpayerTIN": c2, "n": 1 }));
-    let store = crate::support::Hooked::on_load(move |_| Loaded {
-        token: Some(StoredToken {
-            access_token: theirs.clone(),
-            issued_at: chrono::Utc::now(),
-            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
-            scope: None,
-            remaining: Duration::from_secs(3600),
-        }),
-        locked: None,
+    let store = crate::support::Hooked::on_load(move |_| {
+        let now = chrono::Utc::now();
+        let token = StoredToken::new(
+            theirs.clone(),
+            now,
+            now + chrono::Duration::hours(1),
+            Duration::from_secs(3600),
+        );
+        Loaded::new(Some(token), None)
     });
     let cache = identity
         .builder()
@@ -309,15 +309,16 @@ async fn a_stored_scope_is_scrubbed_of_the_client_secret() {
     use crate::support::{LogCapture, SECRET};
     use myinvois_auth::{Loaded, StoredToken};
     let identity = Identity::start().await;
-    let store = crate::support::Hooked::on_load(|_| Loaded {
-        token: Some(StoredToken {
-            access_token: "STOREDTOKEN".into(),
-            issued_at: chrono::Utc::now(),
-            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
-            scope: Some(format!("InvoicingAPI {SECRET}")),
-            remaining: Duration::from_secs(3600),
-        }),
-        locked: None,
+    let store = crate::support::Hooked::on_load(|_| {
+        let now = chrono::Utc::now();
+        let token = StoredToken::new(
+            "STOREDTOKEN",
+            now,
+            now + chrono::Duration::hours(1),
+            Duration::from_secs(3600),
+        )
+        .with_scope(Some(format!("InvoicingAPI {SECRET}")));
+        Loaded::new(Some(token), None)
     });
     let logs = LogCapture::start();
     let cache = identity

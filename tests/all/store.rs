@@ -11,9 +11,8 @@ use crate::support::{Hooked, Identity, TOKEN_MARK};
 
 /// A store whose every `load` answers `token`.
 fn answering(token: StoredToken) -> Arc<Hooked> {
-    Arc::new(Hooked::on_load(move |_| Loaded {
-        token: Some(token.clone()),
-        locked: None,
+    Arc::new(Hooked::on_load(move |_| {
+        Loaded::new(Some(token.clone()), None)
     }))
 }
 
@@ -26,13 +25,7 @@ fn stored(
     remaining: Duration,
 ) -> StoredToken {
     let issued_at = Utc::now() + issued_in;
-    StoredToken {
-        access_token: access_token.to_owned(),
-        issued_at,
-        expires_at: issued_at + lifetime,
-        scope: None,
-        remaining,
-    }
+    StoredToken::new(access_token, issued_at, issued_at + lifetime, remaining)
 }
 
 #[tokio::test(start_paused = true)]

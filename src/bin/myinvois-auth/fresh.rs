@@ -14,11 +14,9 @@ pub(crate) struct FreshLogin<S>(pub(crate) S);
 #[async_trait::async_trait]
 impl<S: TokenStore> TokenStore for FreshLogin<S> {
     async fn load(&self, key: &str) -> Result<Loaded, StoreError> {
-        let loaded = self.0.load(key).await?;
-        Ok(Loaded {
-            token: None,
-            ..loaded
-        })
+        let mut loaded = self.0.load(key).await?;
+        loaded.token = None;
+        Ok(loaded)
     }
 
     async fn lock_left(&self, key: &str) -> Result<Option<Duration>, StoreError> {
