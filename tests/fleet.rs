@@ -211,7 +211,7 @@ async fn fleet_worker() {
         builder = builder.refresh_before(Duration::from_secs(before.parse().unwrap()));
     }
     if let Ok(timeout) = std::env::var("FLEET_LOGIN_TIMEOUT") {
-        builder = builder.login_timeout(Some(Duration::from_secs(timeout.parse().unwrap())));
+        builder = builder.login_timeout(Duration::from_secs(timeout.parse().unwrap()));
     }
     let cache = builder.build().unwrap();
     let start_at: i64 = env("FLEET_START_AT").parse().unwrap();
@@ -516,7 +516,7 @@ async fn a_refusal_while_reservations_are_fresh_says_when_a_slot_frees() {
     let (identity, _) = Service::start(3600).await;
     let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
         .identity_url(identity.uri())
-        .login_timeout(None)
+        .without_login_timeout()
         .max_login_wait(Duration::from_millis(50))
         .token_store(Arc::new(
             RedisTokenStore::with_prefix(&redis.url(), "fresh").unwrap(),

@@ -311,7 +311,7 @@ async fn host_worker() {
         builder = builder.max_login_wait(Duration::from_secs(wait.parse().unwrap()));
     }
     if let Ok(timeout) = std::env::var("HOST_LOGIN_TIMEOUT") {
-        builder = builder.login_timeout(Some(Duration::from_secs(timeout.parse().unwrap())));
+        builder = builder.login_timeout(Duration::from_secs(timeout.parse().unwrap()));
     }
     let cache = builder.build().unwrap();
     let start_at: i64 = env("HOST_START_AT").parse().unwrap();

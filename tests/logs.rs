@@ -187,13 +187,11 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         identity.answer(answer).await;
         // Under the paused clock a login timeout fires while real sockets
         // are read: only the hung service gets one.
-        let timeout = (i == last).then_some(Duration::from_secs(5));
-        let cache = identity
-            .builder()
-            .without_login_rate_limit()
-            .login_timeout(timeout)
-            .build()
-            .unwrap();
+        let mut builder = identity.builder().without_login_rate_limit();
+        if i == last {
+            builder = builder.login_timeout(Duration::from_secs(5));
+        }
+        let cache = builder.build().unwrap();
         errors.push(cache.token_on_behalf_of("C25845632020").await.unwrap_err());
     }
     let unreachable = myinvois_auth::TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))

@@ -185,11 +185,32 @@ impl TokenCacheBuilder {
     }
 
     /// Give up on a login that has not answered within this time
-    /// ([`Error::Timeout`]). `None` waits forever (only sensible in tests).
+    /// ([`Error::Timeout`]). It must not be zero (every login would time
+    /// out): [`build`](Self::build) refuses it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use myinvois_auth::{Credentials, Environment, TokenCache};
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .environment(Environment::Sandbox)
+    ///     .login_timeout(Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
     ///
     /// Defaults to [`DEFAULT_LOGIN_TIMEOUT`] (20 seconds).
-    pub fn login_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.login_timeout = timeout;
+    pub fn login_timeout(mut self, timeout: Duration) -> Self {
+        self.login_timeout = Some(timeout);
+        self
+    }
+
+    /// Wait for a login's answer however long it takes: only sensible in
+    /// tests (under tokio's paused clock, a timeout would fire while real
+    /// sockets are read).
+    ///
+    /// Defaults to a timeout (see [`login_timeout`](Self::login_timeout)).
+    pub fn without_login_timeout(mut self) -> Self {
+        self.login_timeout = None;
         self
     }
 
@@ -460,6 +481,13 @@ impl TokenCacheBuilder {
         };
         if let Some(tin) = &self.taxpayer_tin {
             OnBehalfOf::new(tin).validate()?;
+        }
+        if self.login_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfig(
+                "login_timeout is zero: every login would time out; use without_login_timeout() \
+                 to wait without one"
+                    .into(),
+            ));
         }
         if self.max_entries == 0 {
             return Err(Error::InvalidConfig("max_entries is 0".into()));

@@ -161,3 +161,26 @@ fn a_budget_that_allows_no_login_is_refused() {
     let off = base().without_login_rate_limit().into_settings().unwrap();
     assert_eq!(off.login_rate_limit, None);
 }
+
+#[test]
+fn the_login_timeout_is_set_without_an_option_and_switched_off_by_name() {
+    let base =
+        || TokenCacheBuilder::new(Credentials::new("id", "s")).environment(Environment::Sandbox);
+    let set = base()
+        .login_timeout(Duration::from_secs(5))
+        .into_settings()
+        .unwrap();
+    assert_eq!(set.login_timeout, Some(Duration::from_secs(5)));
+    let off = base()
+        .login_timeout(Duration::from_secs(5))
+        .without_login_timeout()
+        .into_settings()
+        .unwrap();
+    assert_eq!(off.login_timeout, None);
+    // A zero timeout would fail every login: refused, naming the way out.
+    let err = base()
+        .login_timeout(Duration::ZERO)
+        .into_settings()
+        .unwrap_err();
+    assert!(err.to_string().contains("without_login_timeout"), "{err}");
+}

@@ -30,7 +30,7 @@ async fn simulate(taxpayers: usize, minutes: usize) -> (SimIdentity, TokenCache,
     let sim = SimIdentity::start(12, MINUTE).await;
     let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
         .identity_url(&sim.uri)
-        .login_timeout(None)
+        .without_login_timeout()
         .build()
         .unwrap();
     let outcome = Arc::new(Mutex::new(Outcome {
@@ -157,7 +157,7 @@ async fn cold_burst(
 ) -> Vec<(Result<(), Error>, Duration)> {
     let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
         .identity_url(&sim.uri)
-        .login_timeout(None)
+        .without_login_timeout()
         .login_rate_limit(5, Duration::from_secs(10))
         .max_login_wait(max_wait)
         .build()

@@ -112,7 +112,7 @@ async fn a_login_timeout_is_named_in_the_error() {
     let identity = Identity::issuing(3600, Duration::from_secs(30)).await;
     let err = identity
         .builder()
-        .login_timeout(Some(Duration::from_millis(100)))
+        .login_timeout(Duration::from_millis(100))
         .build()
         .unwrap()
         .token()

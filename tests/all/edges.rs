@@ -354,7 +354,7 @@ async fn a_refresh_before_below_the_expiry_margin_still_refreshes_ahead() {
         crate::support::SECRET,
     ))
     .identity_url(&sim.uri)
-    .login_timeout(None)
+    .without_login_timeout()
     .refresh_before(Duration::from_secs(1))
     .without_login_rate_limit()
     .build()

@@ -725,7 +725,7 @@ async fn extreme_configured_durations_saturate_instead_of_panicking() {
         .login_error_backoff(Duration::MAX, Duration::MAX)
         .transient_error_backoff(Duration::MAX, Duration::MAX)
         .rejection_memory(Duration::MAX)
-        .login_timeout(Some(Duration::MAX))
+        .login_timeout(Duration::MAX)
         .build()
         .unwrap();
     let token = cache.token().await.unwrap();
@@ -754,7 +754,7 @@ async fn no_token_is_sent_in_its_last_second_when_the_server_truncates_issue_tim
         crate::support::SECRET,
     ))
     .identity_url(&sim.uri)
-    .login_timeout(None)
+    .without_login_timeout()
     .login_rate_limit(2, period)
     .build()
     .unwrap();

@@ -237,7 +237,7 @@ async fn a_hung_identity_service_times_out() {
     let identity = Identity::issuing(3600, Duration::from_secs(30)).await;
     let cache = identity
         .builder()
-        .login_timeout(Some(Duration::from_millis(200)))
+        .login_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
     let started = std::time::Instant::now();

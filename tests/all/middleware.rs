@@ -76,7 +76,7 @@ async fn the_environment_api_origin_is_authenticated_by_default() {
     let env = myinvois_auth::Environment::custom(&identity.uri(), &api.uri()).unwrap();
     let cache = TokenCache::builder(myinvois_auth::Credentials::new("id", "secret"))
         .environment(env)
-        .login_timeout(None)
+        .without_login_timeout()
         .build()
         .unwrap();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())

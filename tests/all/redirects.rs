@@ -83,7 +83,7 @@ async fn an_https_identity_service_redirecting_to_http_sends_nothing_there() {
         ))
         .identity_url(identity.uri())
         .http_client(identity.trusting_client())
-        .login_timeout(Some(Duration::from_secs(10)))
+        .login_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
         let err = cache.token().await.unwrap_err();

@@ -135,7 +135,7 @@ async fn a_login_that_hangs_past_login_timeout_is_retried_and_the_call_succeeds(
     let (api, _) = Api::start().await;
     let cache = identity
         .builder()
-        .login_timeout(Some(Duration::from_millis(300)))
+        .login_timeout(Duration::from_millis(300))
         .transient_error_backoff(Duration::from_millis(50), Duration::from_millis(100))
         .build()
         .unwrap();

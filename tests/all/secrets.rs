@@ -20,7 +20,7 @@ async fn transport_and_timeout_errors_do_not_show_the_secret() {
     let identity = Identity::issuing(3600, Duration::from_secs(30)).await;
     let cache = identity
         .builder()
-        .login_timeout(Some(Duration::from_millis(100)))
+        .login_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
     let err = cache.token().await.unwrap_err();

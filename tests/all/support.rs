@@ -119,7 +119,7 @@ impl Identity {
     pub fn builder(&self) -> TokenCacheBuilder {
         TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
             .identity_url(self.uri())
-            .login_timeout(None)
+            .without_login_timeout()
     }
 
     pub fn cache(&self) -> TokenCache {

@@ -557,7 +557,7 @@ async fn a_login_cut_by_a_failover_does_not_hold_up_the_fleet_until_its_lock_exp
     let cache = || {
         TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
             .identity_url(server.uri())
-            .login_timeout(Some(Duration::from_secs(10)))
+            .login_timeout(Duration::from_secs(10))
             .max_login_wait(max_wait)
             .token_store(Arc::new(sentinel_store(&sentinel, "myinvois-auth")))
             .build()
