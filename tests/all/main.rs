@@ -11,6 +11,7 @@ mod login;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod middleware;
+mod package;
 mod redirects;
 #[cfg(feature = "retry")]
 mod retry;
