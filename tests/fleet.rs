@@ -623,9 +623,8 @@ async fn the_fleet_window_lets_count_logins_out_at_once_across_connections() {
 
 /// The budget key the cache uses for a client ID at this identity URL.
 fn budget_key_of(identity_uri: &str) -> String {
-    use sha2::Digest;
     let token_url = format!("{identity_uri}/connect/token");
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = hmac_sha256::Hash::new();
     for part in [token_url.as_str(), CLIENT_ID] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());

@@ -26,7 +26,6 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 mod error;
@@ -404,8 +403,10 @@ pub(crate) fn budget_key(identity: &str, client_id: &str) -> String {
     hash(&[identity, client_id])
 }
 
+/// SHA-256 over the length-prefixed parts, in hex. The keys existing
+/// fleets hold are these: whatever computes the digest must not change them.
 fn hash(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = hmac_sha256::Hash::new();
     for part in parts {
         // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
         hasher.update((part.len() as u64).to_be_bytes());
@@ -461,6 +462,28 @@ mod tests {
         assert_ne!(
             budget_key("https://id", "client"),
             budget_key("https://id", "other")
+        );
+    }
+
+    /// The keys a fleet already has in its store: a new version that
+    /// hashed otherwise would strand every token and lock there (each
+    /// process would log in again, and two versions side by side would
+    /// not share). SHA-256 over the length-prefixed parts, as computed
+    /// apart from the crate (Python's hashlib).
+    #[test]
+    fn keys_are_the_ones_existing_fleets_hold() {
+        let token_url = "https://preprod-api.myinvois.hasil.gov.my/connect/token";
+        assert_eq!(
+            entry_key(token_url, "erp-client-1", Some("InvoicingAPI"), Some("C25845632020")),
+            "5b45ed8bdc82657bed0d269318da446fa1017e4706bebfbdfdf6de1563fa7d51"
+        );
+        assert_eq!(
+            entry_key(token_url, "erp-client-1", None, None),
+            "76341943c235f209507389ec34cbf9cd7a86dcb519021e63970fb37747c7d1fd"
+        );
+        assert_eq!(
+            budget_key(token_url, "erp-client-1"),
+            "19255b41bb3e069f86acc787ba2d620112f3084005d44d1f23789e6ff9c70520"
         );
     }
 
