@@ -167,12 +167,14 @@ impl FailureMemory {
     }
 
     /// Forgets a failure that a new login could not have cured: the
-    /// configuration changed (a rotated secret).
-    pub(crate) fn forget_lasting(&self) {
+    /// configuration changed (a rotated secret). Returns whether one was.
+    pub(crate) fn forget_lasting(&self) -> bool {
         let mut last = self.last.lock();
-        if last.as_ref().is_some_and(|l| l.class == Class::Lasting) {
+        let lasting = last.as_ref().is_some_and(|l| l.class == Class::Lasting);
+        if lasting {
             *last = None;
         }
+        lasting
     }
 }
 

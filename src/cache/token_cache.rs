@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use tokio::time::Instant;
 
 use super::context::Context;
-use super::entry::Entry;
+use super::entry::{Entry, Reason};
 use super::table::Table;
 use crate::clock::{after, Now};
 use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
@@ -184,12 +184,17 @@ impl TokenCache {
     /// # let _ = fresh; Ok(()) }
     /// ```
     pub fn invalidate(&self, token: &AccessToken) -> bool {
+        self.retire(token, Reason::Invalidated)
+    }
+
+    /// Retires `token` if still cached; the next login names `reason`.
+    fn retire(&self, token: &AccessToken, reason: Reason) -> bool {
         match token.on_behalf_of() {
-            None => self.inner.plain.invalidate(token),
+            None => self.inner.plain.invalidate(token, reason),
             Some(taxpayer) => self
                 .inner
                 .taxpayers
-                .with(taxpayer.as_str(), |entry| entry.invalidate(token))
+                .with(taxpayer.as_str(), |entry| entry.invalidate(token, reason))
                 .unwrap_or(false),
         }
     }
@@ -285,7 +290,7 @@ impl TokenCache {
     }
 
     fn renew(&self, token: &AccessToken) -> bool {
-        self.invalidate(token);
+        self.retire(token, Reason::Rejected);
         true
     }
 

@@ -110,7 +110,7 @@ async fn a_services_own_retry_after_is_a_floor_and_not_remembered_errors_pass() 
     };
     let err = memory.remember(busy, Instant::now(), &policy());
     assert_eq!(err.retry_after(), Some(S(20)));
-    memory.forget_lasting();
+    assert!(!memory.forget_lasting());
     assert!(memory.recall(Instant::now()).is_some(), "transient kept");
     let limited = Error::RateLimited {
         retry_after: Some(S(5)),
@@ -119,6 +119,6 @@ async fn a_services_own_retry_after_is_a_floor_and_not_remembered_errors_pass() 
     memory.remember(limited, Instant::now(), &policy());
     assert!(memory.recall(Instant::now()).is_none());
     memory.remember(oauth(), Instant::now(), &policy());
-    memory.forget_lasting();
+    assert!(memory.forget_lasting());
     assert!(memory.recall(Instant::now()).is_none(), "lasting forgotten");
 }

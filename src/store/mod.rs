@@ -474,7 +474,12 @@ mod tests {
     fn keys_are_the_ones_existing_fleets_hold() {
         let token_url = "https://preprod-api.myinvois.hasil.gov.my/connect/token";
         assert_eq!(
-            entry_key(token_url, "erp-client-1", Some("InvoicingAPI"), Some("C25845632020")),
+            entry_key(
+                token_url,
+                "erp-client-1",
+                Some("InvoicingAPI"),
+                Some("C25845632020")
+            ),
             "5b45ed8bdc82657bed0d269318da446fa1017e4706bebfbdfdf6de1563fa7d51"
         );
         assert_eq!(

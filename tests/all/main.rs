@@ -12,6 +12,7 @@ mod login;
 mod metrics;
 mod middleware;
 mod package;
+mod reasons;
 mod redirects;
 #[cfg(feature = "retry")]
 mod retry;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::flight::{Flight, Phase, Progress};
+use super::reason::Reason;
 use super::state::Entry;
 use crate::budget::Urgency;
 use crate::clock::after;
@@ -26,6 +27,7 @@ impl Entry {
     /// token's refresh point decides the next one).
     fn publish(&self, token: &AccessToken) {
         self.current.store(Some(Arc::clone(&token.0)));
+        self.next_reason.clear();
         self.failures.forget();
         self.refresh_not_before.store(0, Ordering::Relaxed);
     }
@@ -45,8 +47,8 @@ impl Entry {
         // Rotated between the look above and now: `rotate_secret` moves the
         // generation on before it forgets, so either it forgot this, or
         // this sees the new generation.
-        if lasting && sent_with != credentials.generation() {
-            self.failures.forget_lasting();
+        if lasting && sent_with != credentials.generation() && self.failures.forget_lasting() {
+            self.next_reason.set(Reason::Rotated);
         }
         error
     }
@@ -102,7 +104,8 @@ impl Entry {
                         self.ctx.counters.answered_from_memory();
                         return Err(error);
                     }
-                    let flight = self.spawn_login("no valid token", Urgency::caller(deadline))?;
+                    let reason = self.next_reason.take(Reason::NoValidToken);
+                    let flight = self.spawn_login(reason, Urgency::caller(deadline))?;
                     let rx = flight.rx.clone();
                     *inflight = Some(flight);
                     rx
@@ -142,7 +145,7 @@ impl Entry {
     /// runs. The login waits for a budget slot as `urgency` says.
     pub(super) fn spawn_login(
         self: &Arc<Self>,
-        reason: &'static str,
+        reason: Reason,
         urgency: Urgency,
     ) -> Result<Flight, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -158,7 +161,7 @@ impl Entry {
             parent: None,
             "myinvois_auth.login",
             entry = %self.label,
-            reason,
+            reason = reason.as_str(),
             outcome = tracing::field::Empty,
             error = tracing::field::Empty,
             duration_ms = tracing::field::Empty,

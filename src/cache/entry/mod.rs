@@ -11,12 +11,15 @@
 //! - `obtain`: how the login gets a token: shared by another process
 //!   through the token store, or logged in within the budget;
 //! - `lock`: the entry's lock in the token store, held for the login only
-//!   and released on every path.
+//!   and released on every path;
+//! - `reason`: why a login is made, as its span names it.
 
 mod flight;
 mod join;
 mod lock;
 mod obtain;
+mod reason;
 mod state;
 
+pub(crate) use self::reason::Reason;
 pub(crate) use self::state::Entry;

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::flight::Flight;
+use super::reason::{NextReason, Reason};
 use crate::budget::Urgency;
 use crate::cache::context::Context;
 use crate::clock::{after, Now};
@@ -69,6 +70,8 @@ pub(crate) struct Entry {
     pub(super) rejections: Arc<Rejections>,
     /// Owners of store locks that cut-off logins left behind (see `lock`).
     pub(super) abandoned_locks: Arc<Mutex<Vec<String>>>,
+    /// Why the next login is made, when an event left a reason.
+    pub(super) next_reason: NextReason,
 }
 
 impl Entry {
@@ -111,6 +114,7 @@ impl Entry {
             login_secret: AtomicU64::new(0),
             rejections: Arc::default(),
             abandoned_locks: Arc::default(),
+            next_reason: NextReason::default(),
         }
     }
 
@@ -198,23 +202,27 @@ impl Entry {
     }
 
     /// Forgets a remembered failure a new login could not cure (a new
-    /// client secret may).
+    /// client secret may): the next login is made for the rotation.
     pub(crate) fn forget_lasting_failures(&self) {
-        self.failures.forget_lasting();
+        if self.failures.forget_lasting() {
+            self.next_reason.set(Reason::Rotated);
+        }
     }
 
     pub(crate) fn has_token(&self) -> bool {
         self.current.load().is_some()
     }
 
-    /// Drops `token` if it is still the current one. Returns whether it was.
-    pub(crate) fn invalidate(&self, token: &AccessToken) -> bool {
+    /// Drops `token` if it is still the current one, for `reason` (which
+    /// the next login names). Returns whether it was.
+    pub(crate) fn invalidate(&self, token: &AccessToken, reason: Reason) -> bool {
         let current = self.current.load();
         match current.as_ref() {
             Some(c) if c.id == token.0.id => {
                 let previous = self.current.compare_and_swap(&current, None);
                 let removed = previous.as_ref().is_some_and(|p| p.id == token.0.id);
                 if removed {
+                    self.next_reason.set(reason);
                     self.rejected_until
                         .fetch_max(self.ctx.clock.nanos(token.0.expires), Ordering::Relaxed);
                     tracing::info!(entry = %self.label, "token invalidated");
@@ -271,8 +279,8 @@ impl Entry {
         let deadline = valid_until
             .checked_sub(REFRESH_MARGIN)
             .map_or(now, |d| d.min(expires).max(now));
-        if let Ok(flight) = self.spawn_login("refresh ahead of expiry", Urgency::refresh(deadline))
-        {
+        let reason = self.next_reason.take(Reason::RefreshAhead);
+        if let Ok(flight) = self.spawn_login(reason, Urgency::refresh(deadline)) {
             ctx.counters.refresh_ahead();
             *inflight = Some(flight);
         }
