@@ -163,8 +163,12 @@ impl Entry {
             entry = %self.label,
             reason = reason.as_str(),
             outcome = tracing::field::Empty,
-            error = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
+            // The OpenTelemetry fields reqwest-tracing's client spans carry.
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            error.r#type = tracing::field::Empty,
+            error.message = tracing::field::Empty,
         );
         span.follows_from(tracing::Span::current().id());
         let login = async move {
@@ -178,9 +182,12 @@ impl Entry {
             );
             match &result {
                 Ok(_) => span.record("outcome", "ok"),
+                // Its Display is scrubbed of the secret, as every error's.
                 Err(error) => span
                     .record("outcome", "error")
-                    .record("error", error.kind()),
+                    .record("otel.status_code", "ERROR")
+                    .record("error.type", error.kind())
+                    .record("error.message", tracing::field::display(error)),
             };
             let result = match result {
                 Ok(token) => {
