@@ -162,6 +162,25 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// A middleware given to
+    /// [`login_middleware`](crate::TokenCacheBuilder::login_middleware)
+    /// failed the login's HTTP call, or did what a login may not (send it
+    /// a second time, or to another URL than the token URL) and was
+    /// stopped. Taken to be transient, like [`Error::Transport`]: the
+    /// cache asks again after its back-off.
+    #[error("a login middleware failed the login: {cause}{}", describe_wait(.retry_after, &true))]
+    #[non_exhaustive]
+    LoginMiddleware {
+        /// The middleware's error.
+        #[source]
+        error: Arc<reqwest_middleware::Error>,
+        /// Its text and each of its causes, joined by `: `, scrubbed of
+        /// the client secret, on one line, cut at 300 characters.
+        cause: String,
+        /// How long until the cache asks again.
+        retry_after: Option<Duration>,
+    },
+
     /// The identity service answered the login for one taxpayer with a
     /// token whose claims name another (`TaxpayerTIN`, or the older
     /// `TaxTin`). It is never served: the API would act for that other
@@ -200,9 +219,10 @@ pub enum Error {
     },
 }
 
-/// `Debug` as derived, except that `Transport` shows reqwest's error by its
-/// scrubbed text: reqwest's own `Debug` quotes what the other side sent
-/// (a certificate's names, …) as it came.
+/// `Debug` as derived, except that `Transport` and `LoginMiddleware` show
+/// their error by its scrubbed text: reqwest's own `Debug` quotes what the
+/// other side sent (a certificate's names, …) as it came, and a
+/// middleware's error may quote the request.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -272,6 +292,15 @@ impl fmt::Debug for Error {
                 .field("cause", cause)
                 .field("retry_after", retry_after)
                 .finish_non_exhaustive(),
+            Error::LoginMiddleware {
+                error: _,
+                cause,
+                retry_after,
+            } => f
+                .debug_struct("LoginMiddleware")
+                .field("cause", cause)
+                .field("retry_after", retry_after)
+                .finish_non_exhaustive(),
             Error::WrongTaxpayer {
                 expected,
                 issued_for,
@@ -328,6 +357,7 @@ impl Error {
             Error::RateLimited { .. }
             | Error::Timeout { .. }
             | Error::Transport { .. }
+            | Error::LoginMiddleware { .. }
             | Error::LoginAborted => true,
             Error::InvalidResponse { transient, .. } => *transient,
             Error::IdentityService { status, .. } => transient_status(status),
@@ -355,6 +385,7 @@ impl Error {
             | Error::InvalidResponse { retry_after, .. }
             | Error::Timeout { retry_after, .. }
             | Error::Transport { retry_after, .. }
+            | Error::LoginMiddleware { retry_after, .. }
             | Error::WrongTaxpayer { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -431,6 +462,7 @@ impl Error {
             Error::InvalidResponse { .. } => "invalid_response",
             Error::Timeout { .. } => "timeout",
             Error::Transport { .. } => "transport",
+            Error::LoginMiddleware { .. } => "login_middleware",
             Error::WrongTaxpayer { .. } => "wrong_taxpayer",
             Error::InvalidToken(_) => "invalid_token",
             Error::LoginAborted => "aborted",
@@ -449,6 +481,7 @@ impl Error {
             | Error::InvalidResponse { retry_after, .. }
             | Error::Timeout { retry_after, .. }
             | Error::Transport { retry_after, .. }
+            | Error::LoginMiddleware { retry_after, .. }
             | Error::WrongTaxpayer { retry_after, .. } => *retry_after = Some(after),
             _ => {}
         }
@@ -464,6 +497,17 @@ impl Error {
         let cause = redact::scrub(&cause_chain(&error), sensitive, redact::MAX_TEXT);
         Error::Transport {
             error: Arc::new(error),
+            cause,
+            retry_after: None,
+        }
+    }
+
+    /// A login middleware's failure (or the guard's refusal of what it
+    /// did); `sensitive` as for [`transport`](Self::transport).
+    pub(crate) fn login_middleware(err: reqwest_middleware::Error, sensitive: &[&str]) -> Self {
+        let cause = redact::scrub(&cause_chain(&err), sensitive, redact::MAX_TEXT);
+        Error::LoginMiddleware {
+            error: Arc::new(err),
             cause,
             retry_after: None,
         }

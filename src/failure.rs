@@ -55,6 +55,7 @@ impl Class {
                 | Error::IdentityService { .. }
                 | Error::Timeout { .. }
                 | Error::Transport { .. }
+                | Error::LoginMiddleware { .. }
                 | Error::WrongTaxpayer { .. }
         );
         made_by_a_login.then(|| {

@@ -17,8 +17,8 @@
 //!
 //! `kind` of a login failure is one of `oauth`, `rate_limited`,
 //! `identity_service`, `redirected`, `invalid_response`, `timeout`,
-//! `transport`. Labels never carry a taxpayer, client ID or URL, so their
-//! number stays small.
+//! `transport`, `login_middleware`, `wrong_taxpayer`. Labels never carry a
+//! taxpayer, client ID or URL, so their number stays small.
 //!
 //! ```
 //! // Once, at start-up, after installing a recorder:

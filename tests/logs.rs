@@ -194,6 +194,23 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         let cache = builder.build().unwrap();
         errors.push(cache.token_on_behalf_of("C25845632020").await.unwrap_err());
     }
+    // A login middleware that fails quoting the request's form, behind a
+    // tracing layer that traces the login call.
+    let quoting = Identity::start().await;
+    let cache_quoting = quoting
+        .builder()
+        .login_middleware(reqwest_tracing::TracingMiddleware::default())
+        .login_middleware(QuotingTheForm)
+        .build()
+        .unwrap();
+    errors.push(cache_quoting.token().await.unwrap_err());
+    let traced = Identity::start().await;
+    let cache_traced = traced
+        .builder()
+        .login_middleware(reqwest_tracing::TracingMiddleware::default())
+        .build()
+        .unwrap();
+    cache_traced.token().await.unwrap();
     let unreachable = myinvois_auth::TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
         .identity_url("http://127.0.0.1:9")
         .build()
@@ -269,6 +286,7 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         "InvalidResponse",
         "Timeout",
         "Transport",
+        "LoginMiddleware",
         "InvalidConfig",
         "InvalidToken",
         "InvalidTaxpayer",
@@ -287,6 +305,12 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
     assert!(output.contains("refresh ahead of expiry"), "{output}");
     assert!(output.contains("token store refused"), "{output}");
     assert!(output.contains("token store unavailable"), "{output}");
+    // reqwest-tracing's span of the login call, and the failing layer.
+    assert!(output.contains("HTTP request{"), "{output}");
+    assert!(
+        output.contains("a login middleware failed the login"),
+        "{output}"
+    );
     assert!(output.contains("/api/v1.0/documents"), "{output}");
     // reqwest's own `log` records reach the subscriber too.
     assert!(output.contains("reqwest"), "{output}");
@@ -313,6 +337,28 @@ async fn secrets_and_tokens_never_appear_in_logs_debug_display_or_errors() {
         assert_clean("an error", &format!("{error} {error:?}"));
     }
     assert!(matches!(oauth_error, Error::OAuth { .. }));
+}
+
+/// A login middleware that fails every request, quoting its form.
+struct QuotingTheForm;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for QuotingTheForm {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        _: &mut http::Extensions,
+        _: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let form = request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        Err(reqwest_middleware::Error::middleware(
+            std::io::Error::other(format!("refused {form}")),
+        ))
+    }
 }
 
 /// A compact JWT with these claims (the signature is not checked).

@@ -12,6 +12,7 @@ use url::Url;
 use super::credentials::{check_secret, ClientCredentials, Credentials};
 use super::crypto_provider::check_crypto_provider;
 use super::environment::{parse_secure_url, token_endpoint, Environment};
+use super::login_client::login_client;
 use super::settings::Settings;
 use crate::budget::{RateLimit, DEFAULT_LOGIN_RATE_LIMIT};
 use crate::error::Error;
@@ -65,6 +66,7 @@ pub struct TokenCacheBuilder {
     /// `None`: no timeout.
     login_timeout: Option<Duration>,
     http_client: HttpClient,
+    login_middlewares: LoginMiddlewares,
     /// `None`: no login budget.
     login_rate_limit: Option<(u32, Duration)>,
     max_login_wait: Duration,
@@ -104,6 +106,16 @@ impl fmt::Debug for HttpClient {
     }
 }
 
+/// The caller's login middlewares, outermost first: `Debug` counts them.
+#[derive(Default)]
+struct LoginMiddlewares(Vec<Arc<dyn reqwest_middleware::Middleware>>);
+
+impl fmt::Debug for LoginMiddlewares {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} login middleware(s)", self.0.len())
+    }
+}
+
 impl TokenCacheBuilder {
     /// A builder for `credentials` with every default filled in.
     pub(crate) fn new(credentials: Credentials) -> Self {
@@ -119,6 +131,7 @@ impl TokenCacheBuilder {
             // A login happens about once an hour per taxpayer: no idle
             // connections kept.
             http_client: HttpClient(reqwest::Client::builder().pool_max_idle_per_host(0)),
+            login_middlewares: LoginMiddlewares::default(),
             login_rate_limit: Some((count, period)),
             max_login_wait: DEFAULT_MAX_LOGIN_WAIT,
             idle_after: DEFAULT_IDLE_AFTER,
@@ -235,6 +248,36 @@ impl TokenCacheBuilder {
     /// about once an hour per taxpayer).
     pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
         self.http_client = HttpClient(builder);
+        self
+    }
+
+    /// Puts a reqwest-middleware layer around the login's own HTTP call
+    /// (`POST {identity}/connect/token`), for example reqwest-tracing's
+    /// `TracingMiddleware`, so that the call has its span inside the
+    /// `myinvois_auth.login` span and carries the trace context to the
+    /// identity service. Called more than once, the first is outermost.
+    ///
+    /// ```
+    /// # use myinvois_auth::{Credentials, Environment, TokenCache};
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .environment(Environment::Sandbox)
+    ///     .login_middleware(reqwest_tracing::TracingMiddleware::default())
+    ///     .build()?;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    ///
+    /// The layer sees the request, whose form holds the client secret: use
+    /// one that does not log bodies (reqwest-tracing logs none). Whatever
+    /// the layer does, a login still goes out once, to the token URL only,
+    /// and never follows a redirect: a layer that sends it a second time
+    /// (a retry layer: each login takes a slot of the login budget, and
+    /// the cache retries when it may) or to another URL is stopped there,
+    /// and the login fails with [`Error::LoginMiddleware`], as it does when
+    /// the layer itself fails.
+    ///
+    /// Defaults to none.
+    pub fn login_middleware(mut self, middleware: impl reqwest_middleware::Middleware) -> Self {
+        self.login_middlewares.0.push(Arc::new(middleware));
         self
     }
 
@@ -505,6 +548,7 @@ impl TokenCacheBuilder {
             .connection_verbose(false)
             .build()
             .map_err(|e| Error::InvalidConfig(format!("cannot build the HTTP client: {e}")))?;
+        let http_client = login_client(http_client, self.login_middlewares.0, &token_url);
         let Credentials {
             client_id,
             client_secret,

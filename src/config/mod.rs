@@ -6,6 +6,9 @@
 //!   that may receive the secret or a token;
 //! - `credentials`: the client ID and the (rotatable) secret;
 //! - `builder`: every setting with its default, and the checks of `build()`;
+//! - `login_client`: the HTTP client logins are sent with: the caller's
+//!   login middlewares around a guard that lets each login out once, to
+//!   the token URL only;
 //! - `env`: the builder from `MYINVOIS_*` environment variables;
 //! - `settings`: what the checks pass on to the cache;
 //! - `crypto_provider`: the TLS check of `build()`.
@@ -15,6 +18,7 @@ mod credentials;
 mod crypto_provider;
 mod env;
 mod environment;
+mod login_client;
 mod settings;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,8 @@ pub(crate) struct Settings {
     pub(crate) refresh_before: Duration,
     pub(crate) refresh_retry_after: Duration,
     pub(crate) login_timeout: Option<Duration>,
-    pub(crate) http_client: reqwest::Client,
+    /// The caller's client behind its login middlewares (see `login_client`).
+    pub(crate) http_client: reqwest_middleware::ClientWithMiddleware,
     pub(crate) login_rate_limit: Option<RateLimit>,
     pub(crate) max_login_wait: Duration,
     pub(crate) idle_after: Duration,

@@ -5,7 +5,9 @@
 //! form body, a buffer that is zeroed when the HTTP client drops it. The
 //! login never follows a redirect: the client is built with redirects off
 //! (see [`crate::config`]), and any 3xx is a typed error naming only the
-//! target's origin.
+//! target's origin. The caller's login middlewares see the request; a
+//! guard inside them lets it out once, to the token URL only (see
+//! `config::login_client`).
 
 use std::time::SystemTime;
 
@@ -61,10 +63,10 @@ async fn send(
 
     let sensitive = [forms[0].as_str(), forms[1].as_str()];
     let sent_at = Instant::now();
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| Error::transport(e, &sensitive))?;
+    let mut response = request.send().await.map_err(|e| match e {
+        reqwest_middleware::Error::Reqwest(e) => Error::transport(e, &sensitive),
+        refused => Error::login_middleware(refused, &sensitive),
+    })?;
     let status = response.status();
     if status.is_redirection() {
         // Nothing is sent to the target: the client does not follow redirects.

@@ -24,9 +24,10 @@ fn variant(error: &Error) -> usize {
         Error::LoginAborted => 10,
         Error::Environment { .. } => 11,
         Error::WrongTaxpayer { .. } => 12,
+        Error::LoginMiddleware { .. } => 13,
     }
 }
-const VARIANTS: usize = 13;
+const VARIANTS: usize = 14;
 
 fn oauth(code: OAuthErrorCode, status: u16) -> Error {
     Error::OAuth {
@@ -79,6 +80,10 @@ fn every_error_variant_is_retried_exactly_when_a_new_login_may_cure_it() {
         Error::garbled_response("the answer is not JSON"),
         Error::timeout(Duration::from_secs(20)),
         transport(),
+        Error::login_middleware(
+            reqwest_middleware::Error::middleware(std::io::Error::other("a layer failed")),
+            &[],
+        ),
         Error::LoginAborted,
     ];
     let fatal = [

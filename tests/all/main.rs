@@ -8,6 +8,7 @@ mod edges;
 mod faults;
 mod from_vars;
 mod login;
+mod login_middleware;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod middleware;
