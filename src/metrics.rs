@@ -1,4 +1,4 @@
-//! Counters and a histogram through the [`metrics`](https://docs.rs/metrics)
+//! Counters, a gauge and histograms through the [`metrics`](https://docs.rs/metrics)
 //! facade (cargo feature `metrics`): install any `metrics` recorder
 //! (Prometheus, StatsD, OpenTelemetry, …) and they are reported with it.
 //! The same counts are in [`TokenCache::stats`](crate::TokenCache::stats).
@@ -7,13 +7,28 @@
 //! |---|---|---|---|
 //! | `myinvois_auth_logins_total` | counter | | login requests sent |
 //! | `myinvois_auth_login_failures_total` | counter | `kind` | logins sent that failed, by kind of error |
-//! | `myinvois_auth_logins_rate_limited_total` | counter | | logins the identity service answered with 429 |
 //! | `myinvois_auth_budget_refusals_total` | counter | | logins not sent: no budget slot in time |
 //! | `myinvois_auth_refreshes_ahead_total` | counter | | background refreshes ahead of expiry |
 //! | `myinvois_auth_answered_from_memory_total` | counter | | calls answered with a remembered login failure |
 //! | `myinvois_auth_retries_after_401_total` | counter | | API calls sent again after a 401 |
+//! | `myinvois_auth_401s_handed_back_total` | counter | | 401s handed back: a new token would not cure them |
 //! | `myinvois_auth_store_errors_total` | counter | `kind` | token store failures, by [`StoreErrorKind`] |
 //! | `myinvois_auth_login_duration_seconds` | histogram | `outcome` (`ok`, `error`) | time from sending a login to its answer |
+//! | `myinvois_auth_entries` | gauge | | entries cached, over every cache of the process |
+//! | `myinvois_auth_token_seconds_left` | histogram | | seconds a served token had left, sampled by the sweep |
+//!
+//! Each event counts once: a login the identity service answered with 429
+//! is one `myinvois_auth_logins_total` and one
+//! `myinvois_auth_login_failures_total{kind="rate_limited"}`.
+//!
+//! The gauge and the samples are taken by the cache's sweep, which runs at
+//! most once a second while the cache is used (from a call, off the hot
+//! path): `myinvois_auth_entries` is what each cache held at its last
+//! sweep, added up over the caches of the process (a cache dropped takes
+//! its part off); each sweep records, for every entry whose token was
+//! served since the sweep before (by the last-use clock, whose grain is a
+//! second), how long that token had left to be served. Its low end shows
+//! refreshes falling behind before callers are refused.
 //!
 //! `kind` of a login failure is one of `oauth`, `rate_limited`,
 //! `identity_service`, `redirected`, `invalid_response`, `timeout`,
@@ -34,8 +49,6 @@ use crate::store::StoreErrorKind;
 pub const LOGINS: &str = "myinvois_auth_logins_total";
 /// Logins sent that failed, labelled `kind`.
 pub const LOGIN_FAILURES: &str = "myinvois_auth_login_failures_total";
-/// Logins the identity service answered with 429.
-pub const LOGINS_RATE_LIMITED: &str = "myinvois_auth_logins_rate_limited_total";
 /// Logins not sent because the budget had no slot in time.
 pub const BUDGET_REFUSALS: &str = "myinvois_auth_budget_refusals_total";
 /// Background refreshes started ahead of expiry.
@@ -44,6 +57,12 @@ pub const REFRESHES_AHEAD: &str = "myinvois_auth_refreshes_ahead_total";
 pub const ANSWERED_FROM_MEMORY: &str = "myinvois_auth_answered_from_memory_total";
 /// API calls sent again with a new token after a 401.
 pub const RETRIES_AFTER_401: &str = "myinvois_auth_retries_after_401_total";
+/// 401s handed back to the caller: a new token would not cure them.
+pub const HANDED_BACK_401S: &str = "myinvois_auth_401s_handed_back_total";
+/// Entries cached (gauge), over every cache of the process.
+pub const ENTRIES: &str = "myinvois_auth_entries";
+/// Seconds a served token had left, sampled by the sweep (histogram).
+pub const TOKEN_SECONDS_LEFT: &str = "myinvois_auth_token_seconds_left";
 /// Token store failures, labelled `kind`.
 pub const STORE_ERRORS: &str = "myinvois_auth_store_errors_total";
 /// Seconds from sending a login to its answer, labelled `outcome`.
@@ -73,16 +92,12 @@ pub const LOGIN_DURATION: &str = "myinvois_auth_login_duration_seconds";
 /// );
 /// ```
 pub fn describe() {
-    use metrics::{describe_counter, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         LOGINS,
         "Login requests sent to the MyInvois identity service"
     );
     describe_counter!(LOGIN_FAILURES, "Logins sent that failed, by kind of error");
-    describe_counter!(
-        LOGINS_RATE_LIMITED,
-        "Logins the identity service answered with HTTP 429"
-    );
     describe_counter!(
         BUDGET_REFUSALS,
         "Logins not sent: the login budget had no slot in time"
@@ -99,7 +114,17 @@ pub fn describe() {
         RETRIES_AFTER_401,
         "API calls sent again with a new token after HTTP 401"
     );
+    describe_counter!(
+        HANDED_BACK_401S,
+        "HTTP 401s handed back to the caller: a new token would not cure them"
+    );
     describe_counter!(STORE_ERRORS, "Token store calls that failed, by kind");
+    describe_gauge!(ENTRIES, "Token cache entries held, over every cache");
+    describe_histogram!(
+        TOKEN_SECONDS_LEFT,
+        Unit::Seconds,
+        "Time a served token had left to be served, sampled once a second"
+    );
     describe_histogram!(
         LOGIN_DURATION,
         Unit::Seconds,
@@ -115,10 +140,8 @@ pub(crate) fn login_ended(took: Duration, error: Option<&Error>) {
     let outcome = if error.is_some() { "error" } else { "ok" };
     metrics::histogram!(LOGIN_DURATION, "outcome" => outcome).record(took.as_secs_f64());
     if let Some(error) = error {
+        // A 429 is this, kind "rate_limited": counted once.
         metrics::counter!(LOGIN_FAILURES, "kind" => error.kind()).increment(1);
-        if let Error::RateLimited { .. } = error {
-            metrics::counter!(LOGINS_RATE_LIMITED).increment(1);
-        }
     }
 }
 
@@ -136,6 +159,25 @@ pub(crate) fn answered_from_memory() {
 
 pub(crate) fn retry_after_401() {
     metrics::counter!(RETRIES_AFTER_401).increment(1);
+}
+
+pub(crate) fn handed_back_401() {
+    metrics::counter!(HANDED_BACK_401S).increment(1);
+}
+
+/// A cache now holds `now` entries where it held `before`.
+pub(crate) fn entries_changed(before: u64, now: u64) {
+    let gauge = metrics::gauge!(ENTRIES);
+    if now >= before {
+        gauge.increment((now - before) as f64);
+    } else {
+        gauge.decrement((before - now) as f64);
+    }
+}
+
+/// Where the sweep records the time left on each token served.
+pub(crate) fn seconds_left() -> metrics::Histogram {
+    metrics::histogram!(TOKEN_SECONDS_LEFT)
 }
 
 pub(crate) fn store_error(kind: StoreErrorKind) {

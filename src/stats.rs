@@ -37,6 +37,11 @@ pub struct CacheStats {
     /// API calls [`AuthMiddleware`](crate::AuthMiddleware) sent again with a
     /// new token after a 401.
     pub retries_after_401: u64,
+    /// 401s handed back to the caller because a new token would not cure
+    /// them: the endpoint rejects every token (see
+    /// [`TokenCache::rejected`](crate::TokenCache::rejected)), counted each
+    /// time the cache answers so.
+    pub handed_back_401s: u64,
     /// Entries currently cached (the plain login, once used, and each taxpayer).
     pub entries: usize,
     /// Token store calls that failed, by kind (the cache went on without
@@ -103,6 +108,7 @@ pub(crate) struct Counters {
     refreshes_ahead: AtomicU64,
     answered_from_memory: AtomicU64,
     retries_after_401: AtomicU64,
+    handed_back_401s: AtomicU64,
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
 }
 
@@ -157,6 +163,13 @@ impl Counters {
         crate::metrics::retry_after_401();
     }
 
+    /// A 401 is handed back to the caller: a new token would not cure it.
+    pub(crate) fn handed_back_401(&self) {
+        bump(&self.handed_back_401s);
+        #[cfg(feature = "metrics")]
+        crate::metrics::handed_back_401();
+    }
+
     /// A token store call failed.
     pub(crate) fn store_error(&self, kind: StoreErrorKind) {
         bump(&self.store_errors[kind.index()]);
@@ -174,6 +187,7 @@ impl Counters {
             refreshes_ahead: load(&self.refreshes_ahead),
             answered_from_memory: load(&self.answered_from_memory),
             retries_after_401: load(&self.retries_after_401),
+            handed_back_401s: load(&self.handed_back_401s),
             entries,
             store_errors: StoreErrors {
                 unreachable: errors(StoreErrorKind::Unreachable),

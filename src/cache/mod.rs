@@ -8,11 +8,15 @@
 //!   eviction);
 //! - `context`: what every entry of one cache shares, with the one guarded
 //!   token-store call;
-//! - `entry`: one entry, its login and its lock in the token store.
+//! - `entry`: one entry, its login and its lock in the token store;
+//! - `report`: what the sweep reports through the `metrics` facade
+//!   (feature `metrics`): entries held, time left on served tokens.
 
 mod build;
 mod context;
 mod entry;
+#[cfg(feature = "metrics")]
+mod report;
 mod table;
 mod token_cache;
 

@@ -76,6 +76,9 @@ struct Inner {
     taxpayers: Table,
     /// No sweep before this (nanos since the context's epoch).
     next_sweep: AtomicU64,
+    /// What the sweep reported through the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    report: super::report::Report,
 }
 
 impl TokenCache {
@@ -92,6 +95,8 @@ impl TokenCache {
                 ctx,
                 taxpayers: Table::default(),
                 next_sweep: AtomicU64::new(0),
+                #[cfg(feature = "metrics")]
+                report: super::report::Report::default(),
             }),
         }
     }
@@ -295,6 +300,7 @@ impl TokenCache {
     }
 
     fn not_the_token(&self, method: &http::Method, endpoint: &Endpoint) -> bool {
+        self.inner.ctx.counters.handed_back_401();
         tracing::debug!(
             client_id = self.client_id(),
             %method,
@@ -402,7 +408,10 @@ impl TokenCache {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let inner = Arc::clone(&self.inner);
-            runtime.spawn(async move { inner.sweep() });
+            // The sweep before this one started a sweep interval before
+            // `due` (none did when `due` is 0).
+            let since = due.saturating_sub(SWEEP_INTERVAL.as_nanos() as u64);
+            runtime.spawn(async move { inner.sweep(since) });
         }
     }
 
@@ -423,11 +432,17 @@ impl TokenCache {
 }
 
 impl Inner {
-    /// Starts the background refreshes that are due.
-    fn sweep(&self) {
+    /// Starts the background refreshes that are due, and (feature
+    /// `metrics`) reports the entries and the tokens served since `since`
+    /// (nanos since the context's epoch: when the sweep before started).
+    fn sweep(&self, since: u64) {
         let now = Instant::now();
         self.plain.refresh_if_due(now);
         self.taxpayers.for_each(|entry| entry.refresh_if_due(now));
+        #[cfg(feature = "metrics")]
+        self.report.sweep(&self.plain, &self.taxpayers, now, since);
+        #[cfg(not(feature = "metrics"))]
+        let _ = since;
     }
 }
 

@@ -157,7 +157,6 @@ fn every_event_reaches_the_metrics_recorder() {
         1
     );
     assert_eq!(counter(&seen, names::LOGIN_FAILURES, None), 2);
-    assert_eq!(counter(&seen, names::LOGINS_RATE_LIMITED, None), 1);
     assert_eq!(stats.logins_rate_limited, 1);
     assert_eq!(counter(&seen, names::BUDGET_REFUSALS, None), 1);
     assert_eq!(stats.logins_refused_by_budget, 1);
@@ -239,4 +238,184 @@ fn a_refresh_ahead_and_an_answer_from_memory_reach_the_metrics_recorder() {
         counter(&seen, names::LOGIN_FAILURES, Some(("kind", "oauth"))),
         1
     );
+}
+
+/// Runs `test` on a current-thread runtime (paused clock when `paused`)
+/// with a local recorder; returns what it recorded, and the test's value.
+fn recorded<T, F>(paused: bool, test: impl FnOnce() -> F) -> (Vec<Seen>, T)
+where
+    F: std::future::Future<Output = T>,
+{
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap();
+    let value = metrics::with_local_recorder(&recorder, || runtime.block_on(test()));
+    (read(&snapshotter), value)
+}
+
+fn gauge(seen: &[Seen], name: &str) -> Option<f64> {
+    seen.iter()
+        .filter(|(n, _, _)| n == name)
+        .map(|(_, _, value)| match value {
+            DebugValue::Gauge(v) => v.0,
+            other => panic!("{name} is not a gauge: {other:?}"),
+        })
+        .next()
+}
+
+fn histogram(seen: &[Seen], name: &str) -> Vec<f64> {
+    seen.iter()
+        .filter(|(n, _, _)| n == name)
+        .flat_map(|(_, _, value)| match value {
+            DebugValue::Histogram(values) => values.iter().map(|v| v.0).collect::<Vec<_>>(),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .collect()
+}
+
+/// One event, one count: a login answered 429 is one login sent and one
+/// login failure of kind `rate_limited`, nothing else.
+#[test]
+fn a_429_counts_once() {
+    let (seen, stats) = recorded(false, || async {
+        let identity = Identity::empty().await;
+        identity
+            .answer(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+            .await;
+        let cache = identity.cache();
+        let err = cache.token().await.unwrap_err();
+        assert!(
+            matches!(err, myinvois_auth::Error::RateLimited { .. }),
+            "{err:?}"
+        );
+        cache.stats()
+    });
+    assert_eq!(counter(&seen, names::LOGINS, None), 1);
+    assert_eq!(
+        counter(&seen, names::LOGIN_FAILURES, Some(("kind", "rate_limited"))),
+        1
+    );
+    let counts: Vec<_> = seen
+        .iter()
+        .filter(|(name, _, value)| {
+            name != names::LOGINS && matches!(value, DebugValue::Counter(n) if *n > 0)
+        })
+        .collect();
+    assert_eq!(
+        counts.len(),
+        1,
+        "the 429 counted more than once: {counts:?}"
+    );
+    // The cache's own counters keep the 429s apart.
+    assert_eq!(stats.logins_rate_limited, 1);
+}
+
+#[test]
+fn the_entries_gauge_sums_the_caches_and_follows_them() {
+    let (seen, _second) = recorded(true, || async {
+        let identity = Identity::start().await;
+        let first = identity.cache();
+        first.token().await.unwrap();
+        for tin in ["C10000000001", "C10000000002"] {
+            first.token_on_behalf_of(tin).await.unwrap();
+        }
+        let second = identity.cache();
+        second.token().await.unwrap();
+        // The sweep (at most once a second, from a call) reports them.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        first.token().await.unwrap();
+        second.token().await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // Dropping a cache takes its entries off.
+        drop(first);
+        second
+    });
+    assert_eq!(gauge(&seen, names::ENTRIES), Some(1.0), "{seen:?}");
+    // (The second cache is dropped after the recorder is gone.)
+}
+
+#[test]
+fn the_entries_gauge_counts_every_entry_of_a_cache() {
+    let (seen, stats) = recorded(true, || async {
+        let identity = Identity::start().await;
+        let cache = identity.cache();
+        cache.token().await.unwrap();
+        for tin in ["C10000000001", "C10000000002"] {
+            cache.token_on_behalf_of(tin).await.unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        cache.token().await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // Kept alive past the snapshot.
+        (cache.stats(), cache)
+    });
+    let (stats, _cache) = stats;
+    assert_eq!(stats.entries, 3);
+    assert_eq!(gauge(&seen, names::ENTRIES), Some(3.0), "{seen:?}");
+}
+
+/// The sweep samples the seconds left on each token served since the
+/// sweep before: not the idle taxpayer's, and nothing on the hot path.
+#[test]
+fn the_seconds_left_on_served_tokens_are_sampled_by_the_sweep() {
+    let (seen, ()) = recorded(true, || async {
+        let identity = Identity::start().await;
+        let cache = identity.cache();
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        // The first sweep runs at the first call, before any token.
+        cache.token().await.unwrap();
+        cache.token_on_behalf_of("C10000000001").await.unwrap();
+        // The next one samples both tokens, served since.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        cache.token().await.unwrap();
+        settle().await;
+        // Only the plain entry is used from here on: 50 calls, one sample.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        for _ in 0..50 {
+            cache.token().await.unwrap();
+        }
+        settle().await;
+    });
+    let left = histogram(&seen, names::TOKEN_SECONDS_LEFT);
+    assert_eq!(left.len(), 3, "both tokens, then the one served: {left:?}");
+    // One-hour tokens, 2 s and 102 s on (less the margin before expiry).
+    assert!(
+        left[..2].iter().all(|s| (3590.0..=3598.0).contains(s)),
+        "{left:?}"
+    );
+    assert!((3490.0..=3498.0).contains(&left[2]), "{left:?}");
+}
+
+#[test]
+fn a_401_handed_back_is_counted() {
+    let (seen, stats) = recorded(false, || async {
+        let identity = Identity::start().await;
+        let (api_server, api) = Api::start().await;
+        api.reject_path("/api/v1.0/documents/recent");
+        let cache = identity.cache();
+        let http = client(&cache, &api_server);
+        let url = format!("{}/api/v1.0/documents/recent", api_server.uri());
+        // Retried once with a new token, rejected again: handed back;
+        // then handed back at once.
+        for _ in 0..2 {
+            assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+        }
+        cache.stats()
+    });
+    assert_eq!(stats.retries_after_401, 1);
+    assert_eq!(stats.handed_back_401s, 2);
+    assert_eq!(counter(&seen, names::HANDED_BACK_401S, None), 2);
+    assert_eq!(counter(&seen, names::RETRIES_AFTER_401, None), 1);
 }

@@ -191,6 +191,20 @@ impl Entry {
         self.last_used.load(Ordering::Relaxed)
     }
 
+    /// How long the token has left to be served, if it was served at or
+    /// after `since` (nanoseconds since the cache's epoch; the last-use
+    /// clock's grain is [`TOUCH_GRANULARITY`], so a use up to that long
+    /// before counts too).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn left_if_served_since(&self, since: u64, now: Instant) -> Option<Duration> {
+        let granularity = TOUCH_GRANULARITY.as_nanos() as u64;
+        if self.last_used().saturating_add(granularity) < since {
+            return None;
+        }
+        let expires = self.current.load().as_ref()?.expires;
+        Some(expires.saturating_duration_since(now))
+    }
+
     /// The taxpayer the entry logs in for; `None` for the plain login.
     pub(crate) fn on_behalf_of(&self) -> Option<&OnBehalfOf> {
         self.on_behalf_of.as_ref()
