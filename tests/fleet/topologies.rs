@@ -538,6 +538,13 @@ async fn sentinel_failover_sharing_resumes_and_no_call_fails() {
         resumed < Duration::from_secs(10),
         "sharing resumed {resumed:?} after the promotion"
     );
+    // The fleet guide's lines leave nothing denied in the ACL log of the node
+    // that serves now.
+    let denied = redis_servers::cmd(new, &["ACL", "LOG"]);
+    assert!(
+        denied.as_array().unwrap_or(&[]).is_empty(),
+        "denied on the new primary: {denied}"
+    );
 }
 
 /// A login cut by a failover: the primary dies while one process logs in
@@ -763,6 +770,18 @@ async fn cluster_of_three_masters_two_processes_twelve_taxpayers_twelve_logins()
     }
     assert_eq!(service.login_times().len(), 12, "12 logins in all");
     assert_eq!(per_node.iter().sum::<usize>(), 12, "{per_node:?}");
+    // The fleet guide's lines leave nothing denied in any node's ACL log (an
+    // alert on denials would fire).
+    for node in cluster.nodes() {
+        let denied = node.cmd(&["ACL", "LOG"]);
+        let denied = denied.as_array().unwrap_or(&[]);
+        assert!(
+            denied.is_empty(),
+            "denied on node {}: {:?}",
+            node.port(),
+            denied.iter().map(|d| d.as_map()).collect::<Vec<_>>()
+        );
+    }
 }
 
 /// A plain store (not `from_cluster`) pointed at one node of a Cluster:
@@ -775,6 +794,17 @@ async fn cluster_of_three_masters_two_processes_twelve_taxpayers_twelve_logins()
 async fn moved_outside_cluster_mode_reconnects_a_bounded_number_of_times_and_falls_back() {
     let cluster = Cluster::start(3);
     let node = &cluster.nodes()[0];
+    // Its readiness check says so, every time (its probe keys used to land
+    // in one slot now and then, and it passed).
+    for _ in 0..9 {
+        let err = RedisTokenStore::new(&node.url())
+            .unwrap()
+            .check()
+            .await
+            .expect_err("check() passed on a Cluster node");
+        assert_eq!(err.kind(), StoreErrorKind::Other, "{err}");
+        assert!(err.to_string().contains("from_cluster"), "{err}");
+    }
     let connections = || -> i64 {
         let info = node.info("stats");
         info.lines()

@@ -61,7 +61,7 @@ pub const STORE_ACL: &[&str] = &[
 pub const STORE_ACL_SENTINEL: &[&str] = &["+role"];
 
 /// What the fleet guide adds to [`STORE_ACL`] on the nodes of a Cluster.
-pub const STORE_ACL_CLUSTER: &[&str] = &["+cluster|slots", "+asking"];
+pub const STORE_ACL_CLUSTER: &[&str] = &["+cluster|slots", "+asking", "+ping"];
 
 /// `ACL SETUSER <user> on ><password>` followed by `rules`, run on the
 /// plain server at `port` (as its `default` user); panics on an error.

@@ -34,6 +34,11 @@ pub(super) fn classify(error: &RedisError, cluster: bool) -> (StoreError, Connec
             "MOVED/ASK: the server is a Cluster; use RedisTokenStore::from_cluster".to_owned(),
             Remake,
         ),
+        ErrorKind::Server(ServerErrorKind::CrossSlot) if !cluster => (
+            K::Other,
+            "CROSSSLOT: the server is a Cluster node; use RedisTokenStore::from_cluster".to_owned(),
+            Keep,
+        ),
         ErrorKind::Server(ServerErrorKind::MasterDown) => (
             K::Unreachable,
             "MASTERDOWN: the replica lost its primary; reconnecting".to_owned(),

@@ -344,6 +344,11 @@ impl Link {
         }
     }
 
+    /// Whether the store is on a Cluster (`from_cluster`).
+    pub(super) fn is_cluster(&self) -> bool {
+        self.source.is_cluster()
+    }
+
     /// Whether Redis is worth asking now (not skipped after failures).
     pub(super) fn is_available(&self) -> bool {
         let state = self.state.lock();

@@ -463,19 +463,30 @@ impl TokenStore for RedisTokenStore {
         self.link.is_available()
     }
 
-    /// Connects, and runs every command the store can use (each script,
-    /// and each branch of the budget script: a probe window of one slot
-    /// is filled, so the full-window branch runs too) on probe keys of its
-    /// own under the prefix, which expire within 2 s. Fails with the kind
-    /// of the first problem: unreachable, TLS, auth, an ACL that forbids a
-    /// command the store needs (`Auth`, naming NOPERM, also when a script
-    /// was refused the command).
+    /// Connects, and runs every command the store can use, on probe keys
+    /// of its own under the prefix, which expire within 2 s: loads every
+    /// script (a restarted server or a newly promoted replica has none
+    /// cached), runs each (and each branch of the budget script: a probe
+    /// window of one slot is filled, so the full-window branch runs too),
+    /// and, for a store that is not `from_cluster`, checks that the server
+    /// is not a Cluster node. Fails with the kind of the first problem:
+    /// unreachable, TLS, auth, an ACL that forbids a command the store
+    /// needs (`Auth`, naming NOPERM, also when a script was refused the
+    /// command), a Cluster node (`Other`, naming `from_cluster`).
     async fn check(&self) -> Result<(), StoreError> {
         // Probe keys of this check alone, so that concurrent checks (every
         // process's readiness probe) each run every command.
         let probe = format!("readiness-probe-{}", super::lock_owner());
         let owner = probe.as_str();
         let short = Duration::from_secs(1);
+        if !self.link.is_cluster() {
+            self.not_a_cluster_node(&probe).await?;
+        }
+        for script in [&self.load, &self.reserve, &self.block, &self.unlock] {
+            self.link
+                .call(|mut c| async move { script.load_async(&mut c).await })
+                .await?;
+        }
         self.load(&probe).await?;
         self.lock_left(&probe).await?;
         if self.try_lock(&probe, owner, short).await? {
@@ -496,5 +507,29 @@ impl TokenStore for RedisTokenStore {
         self.release_login(&probe, &first).await?;
         self.block_logins(&probe, Duration::from_millis(1)).await?;
         Ok(())
+    }
+}
+
+impl RedisTokenStore {
+    /// A server that is a Cluster node answers a command on keys of two
+    /// slots with `CROSSSLOT`, whichever slots it serves (a plain store
+    /// there meets `MOVED` on other nodes' keys). Two probe keys that do
+    /// not exist, in two slots.
+    async fn not_a_cluster_node(&self, probe: &str) -> Result<(), StoreError> {
+        let keys = [
+            format!("{}:{probe}:{{0}}", self.prefix),
+            format!("{}:{probe}:{{1}}", self.prefix),
+        ];
+        let keys = &keys;
+        self.link
+            .call(|mut c| async move {
+                redis::cmd("DEL")
+                    .arg(&keys[0])
+                    .arg(&keys[1])
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(drop)
     }
 }
