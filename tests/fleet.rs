@@ -18,6 +18,11 @@ mod redis_servers;
 #[path = "fleet/topologies.rs"]
 mod topologies;
 
+/// Locks that never outlive their holders, waits that do not flood Redis
+/// (issue 17).
+#[path = "fleet/locks.rs"]
+mod locks;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

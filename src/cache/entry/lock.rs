@@ -6,8 +6,11 @@
 //! lock released in the background until the store answers or the lock
 //! expires ([`Entry::mend`]); if the login is cut off (its task dropped, or
 //! a panic), from a task of its own on the current runtime, and failing
-//! that by the entry's next login ([`Entry::release_abandoned_locks`]).
-//! Owner-checked everywhere: never another process's lock.
+//! that by the entry's next login ([`Entry::release_abandoned_locks`]),
+//! which retries a failed unlock at once on the fresh connection the
+//! failure made (one made on a runtime that is gone fails), and releases
+//! a lock of its own it finds instead of waiting it out. Owner-checked
+//! everywhere: never another process's lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,18 +44,48 @@ pub(super) fn lock_ttl(settings: &Settings) -> Duration {
 
 impl Entry {
     /// Releases the store locks that logins of this entry held when they
-    /// were dropped (their runtime shut down) or panicked: a `drop` cannot
+    /// were cut off (their runtime shut down, or a panic): a `drop` cannot
     /// wait for the store, so the next login does it, before it asks for
-    /// the lock itself. Owner-checked: never another process's lock.
-    pub(super) async fn release_abandoned_locks(&self) {
-        let owners = std::mem::take(&mut *self.abandoned_locks.lock());
-        for owner in owners {
+    /// the lock itself. A failed unlock (a connection made on the runtime
+    /// that is gone) is tried once more at once, on the fresh connection
+    /// the failure made; if that fails too, the owner stays queued for the
+    /// next try. Returns whether a lock was released.
+    pub(super) async fn release_abandoned_locks(&self) -> bool {
+        let mut released = false;
+        for owner in self.abandoned_locks.owners(Instant::now()) {
             let store = &self.ctx.settings.token_store;
-            self.ctx
-                .store("unlock", store.unlock(&self.store_key, &owner))
+            let mut outcome = self
+                .ctx
+                .try_store(store.unlock(&self.store_key, &owner))
                 .await;
-            tracing::info!("released the lock of a login that was cut off");
+            if outcome.as_ref().is_err_and(|e| !e.is_repeat()) {
+                outcome = self
+                    .ctx
+                    .try_store(store.unlock(&self.store_key, &owner))
+                    .await;
+            }
+            match outcome {
+                Ok(()) => {
+                    self.abandoned_locks.forget(&owner);
+                    released = true;
+                    tracing::info!("released the lock of a login that was cut off");
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        kind = %error.kind(),
+                        %error,
+                        "could not release the lock of a login that was cut off; trying again at the next login"
+                    );
+                }
+            }
         }
+        released
+    }
+
+    /// Whether logins of this entry that were cut off left locks not yet
+    /// released.
+    pub(super) fn has_abandoned_locks(&self) -> bool {
+        !self.abandoned_locks.is_empty(Instant::now())
     }
 }
 
@@ -130,8 +163,8 @@ impl Drop for HeldLock<'_> {
             return;
         }
         let owner = std::mem::take(&mut self.owner);
-        let queue = Arc::clone(&self.entry.abandoned_locks);
-        queue.lock().push(owner.clone());
+        let queue = self.entry.abandoned_locks.clone();
+        queue.push(owner.clone(), self.expires);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -143,7 +176,7 @@ impl Drop for HeldLock<'_> {
             let store = &ctx.settings.token_store;
             match ctx.try_store(store.unlock(&key, &owner)).await {
                 Ok(()) => {
-                    queue.lock().retain(|queued| *queued != owner);
+                    queue.forget(&owner);
                     tracing::info!("released the lock of a login that was cut off");
                 }
                 // The entry's next login tries again.

@@ -11,9 +11,11 @@
 //! - `obtain`: how the login gets a token: shared by another process
 //!   through the token store, or logged in within the budget;
 //! - `lock`: the entry's lock in the token store, held for the login only
-//!   and released on every path;
+//!   and released on every path; `abandoned`: the locks of logins cut
+//!   off, until they are released;
 //! - `reason`: why a login is made, as its span names it.
 
+mod abandoned;
 mod flight;
 mod join;
 mod lock;

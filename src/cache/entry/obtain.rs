@@ -73,6 +73,11 @@ impl Entry {
                     tracing::debug!("another process is refreshing this entry");
                     return Err(Error::LoginAborted);
                 }
+                // Perhaps the lock of a login of ours that was cut off:
+                // released, it is no reason to wait.
+                if self.has_abandoned_locks() && self.release_abandoned_locks().await {
+                    continue;
+                }
                 // The lock is held only while a login is sent: like our own
                 // login once sent, that login's time bounds the wait (the
                 // lock's TTL, which a dead holder cannot outlast).

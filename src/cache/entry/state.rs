@@ -22,6 +22,7 @@ use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use super::abandoned::AbandonedLocks;
 use super::flight::Flight;
 use super::reason::{NextReason, Reason};
 use crate::budget::Urgency;
@@ -69,7 +70,7 @@ pub(crate) struct Entry {
     /// What the API's 401s taught about its endpoints.
     pub(super) rejections: Arc<Rejections>,
     /// Owners of store locks that cut-off logins left behind (see `lock`).
-    pub(super) abandoned_locks: Arc<Mutex<Vec<String>>>,
+    pub(super) abandoned_locks: AbandonedLocks,
     /// Why the next login is made, when an event left a reason.
     pub(super) next_reason: NextReason,
 }
@@ -113,7 +114,7 @@ impl Entry {
             failures: FailureMemory::default(),
             login_secret: AtomicU64::new(0),
             rejections: Arc::default(),
-            abandoned_locks: Arc::default(),
+            abandoned_locks: AbandonedLocks::default(),
             next_reason: NextReason::default(),
         }
     }
