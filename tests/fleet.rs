@@ -218,6 +218,14 @@ async fn fleet_worker() {
     if let Ok(timeout) = std::env::var("FLEET_LOGIN_TIMEOUT") {
         builder = builder.login_timeout(Duration::from_secs(timeout.parse().unwrap()));
     }
+    // `count/seconds`
+    if let Ok(rate) = std::env::var("FLEET_LOGIN_RATE") {
+        let (count, secs) = rate.split_once('/').unwrap();
+        builder = builder.login_rate_limit(
+            count.parse().unwrap(),
+            Duration::from_secs(secs.parse().unwrap()),
+        );
+    }
     let cache = builder.build().unwrap();
     let start_at: i64 = env("FLEET_START_AT").parse().unwrap();
     let wait = start_at - chrono::Utc::now().timestamp_millis();
@@ -323,6 +331,9 @@ async fn fleet_worker() {
                 errors.total(),
                 errors.auth
             );
+        }
+        other if locks::SCENARIOS.contains(&other) => {
+            locks::scenario(other, &cache, &identity).await
         }
         other => topologies::scenario(other, &cache, &identity).await,
     }

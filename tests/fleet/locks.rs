@@ -1,14 +1,85 @@
 //! Locks that never outlive their holders, and waits that do not flood
 //! Redis (issue 17).
+//!
+//! Worker scenarios of this module (run by `fleet.rs`'s `fleet_worker`):
+//! * `spread`: an [`AuthMiddleware`] client calls `{identity}/api` as each
+//!   of `FLEET_TAXPAYERS` taxpayers in turn, one call every 50 ms, for
+//!   `FLEET_SECONDS`; then waits 1.5 s (logins under way end) and reports
+//!   `ok`, `failed`, `first_failure` and the counters.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use myinvois_auth::{Credentials, RedisTokenStore, TokenCache};
+use myinvois_auth::{AuthMiddleware, Credentials, OnBehalfOf, RedisTokenStore, TokenCache};
 
-use super::redis_servers::Redis;
+use super::redis_servers::{Monitor, Monitored, Proxy, Redis};
 use super::support::{CLIENT_ID, SECRET};
-use super::Service;
+use super::{env, reports, spawn_workers, worker_env, Service};
+
+/// The scenarios this module runs in a worker.
+pub const SCENARIOS: &[&str] = &["spread"];
+
+pub async fn scenario(name: &str, cache: &TokenCache, identity: &str) {
+    match name {
+        "spread" => spread(cache, identity).await,
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+async fn spread(cache: &TokenCache, identity: &str) {
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            AuthMiddleware::new(cache.clone())
+                .api_url(identity)
+                .unwrap(),
+        )
+        .build();
+    let taxpayers: usize = env("FLEET_TAXPAYERS").parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(env("FLEET_SECONDS").parse().unwrap());
+    let (mut ok, mut failed, mut first_failure) = (0, 0, String::from("none"));
+    let mut k = 0;
+    while Instant::now() < until {
+        let taxpayer = OnBehalfOf::new(tin(k % taxpayers));
+        let started = Instant::now();
+        match client
+            .get(format!("{identity}/api"))
+            .with_extension(taxpayer)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => ok += 1,
+            outcome => {
+                if failed == 0 {
+                    first_failure = format!(
+                        "{}_after_{}ms",
+                        match outcome {
+                            Ok(r) => r.status().to_string(),
+                            Err(e) => e.to_string(),
+                        },
+                        started.elapsed().as_millis()
+                    )
+                    .replace(char::is_whitespace, "_");
+                }
+                failed += 1;
+            }
+        }
+        k += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let e = cache.stats().store_errors;
+    println!(
+        "FLEET ok={ok} failed={failed} first_failure={first_failure} logins={} store_errors={} timeout={}",
+        cache.stats().logins,
+        e.total(),
+        e.timeout
+    );
+}
+
+fn tin(i: usize) -> String {
+    format!("C{i:010}")
+}
 
 fn lock_keys(redis: &Redis, prefix: &str) -> Vec<String> {
     redis
@@ -18,6 +89,13 @@ fn lock_keys(redis: &Redis, prefix: &str) -> Vec<String> {
         .iter()
         .map(|k| k.text())
         .collect()
+}
+
+fn epoch_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 // ---------------------------------------------------------------- item 2
@@ -74,4 +152,93 @@ fn a_login_cut_off_with_the_runtime_that_made_the_connection_leaves_no_lock() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(service.login_times().len(), 2);
     assert_eq!(left, Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------- item 3
+
+/// A primary stopped (SIGSTOP) for 10 s while 3 processes serve 4 taxpayers
+/// each (8 s tokens, so logins go on): the server is stopped right after it
+/// grants a login slot, so that process's lock command (40 ms behind, a
+/// proxy's delay) gets no answer and runs only when the server resumes. No
+/// call fails, and once the server answers again no lock is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_command_that_ran_late_leaves_no_lock_and_no_call_fails() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port(), Duration::from_millis(20));
+    let (server, service) = Service::start(8).await;
+    let pid = redis.pid().unwrap().to_string();
+    let armed = Arc::new(AtomicBool::new(false));
+    let stopped: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let monitor = Monitor::start_with(redis.port(), {
+        let (armed, stopped) = (Arc::clone(&armed), Arc::clone(&stopped));
+        move |command| {
+            let reserves = command.name() == "EVALSHA"
+                && command.args.get(3).is_some_and(|k| k.contains(":logins:"));
+            if reserves && armed.swap(false, Ordering::SeqCst) {
+                let stop = std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status();
+                assert!(stop.is_ok_and(|s| s.success()));
+                *stopped.lock().unwrap() = Some(Instant::now());
+            }
+        }
+    });
+    let mut env = worker_env(&server, &redis, "late");
+    env.retain(|(k, _)| *k != "FLEET_REDIS");
+    env.push(("FLEET_REDIS", proxy.url()));
+    env.push(("FLEET_TAXPAYERS", "4".into()));
+    env.push(("FLEET_SECONDS", "24".into()));
+    env.push(("FLEET_REFRESH_BEFORE", "4".into()));
+    env.push(("FLEET_LOGIN_RATE", "600/60".into()));
+    let workers = spawn_workers(3, "spread", &env);
+    // 1.5 s to start, 3 s of sharing, then stop at the next slot granted.
+    std::thread::sleep(Duration::from_millis(4500));
+    armed.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let stopped_at = loop {
+        if let Some(at) = *stopped.lock().unwrap() {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "no slot granted to stop at");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped_at.elapsed()));
+    redis.unfreeze();
+    let resumed = epoch_secs();
+    let reports = reports(workers);
+    let left = lock_keys(&redis, "late");
+    let late_locks: Vec<Monitored> = monitor
+        .seen()
+        .into_iter()
+        .filter(|c| {
+            c.name() == "SET"
+                && c.args.iter().any(|a| a.eq_ignore_ascii_case("NX"))
+                && (c.at - resumed).abs() < 0.2
+        })
+        .collect();
+    // When each lock that ran late was deleted (by a script: `DEL` as
+    // MONITOR shows a script's commands), after the server resumed.
+    let seen = monitor.seen();
+    let released: Vec<Option<f64>> = late_locks
+        .iter()
+        .map(|late| {
+            seen.iter()
+                .find(|c| c.at >= late.at && c.name() == "DEL" && c.args.get(1) == late.args.get(1))
+                .map(|del| del.at - resumed)
+        })
+        .collect();
+    eprintln!(
+        "late lock: {} logins; lock commands run as the server resumed: {late_locks:?}; \
+         deleted {released:?} s after it resumed; lock keys left after the workers ended: \
+         {left:?}; {reports:?}",
+        service.login_times().len()
+    );
+    assert!(
+        !late_locks.is_empty(),
+        "no lock command ran late: the scenario missed its mark"
+    );
+    for report in &reports {
+        assert_eq!(report["failed"], "0", "{report:?}");
+    }
+    assert_eq!(left, Vec::<String>::new(), "a lock left behind");
 }

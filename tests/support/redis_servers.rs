@@ -1483,3 +1483,141 @@ fn pipe(
         }
     });
 }
+
+// ------------------------------------------------------------------ MONITOR
+
+/// One command as `MONITOR` shows it: when the server ran it (its clock, in
+/// seconds since the epoch), who sent it (`127.0.0.1:<port>`, or `lua` for
+/// a command a script ran) and its words.
+#[derive(Clone, Debug)]
+pub struct Monitored {
+    pub at: f64,
+    pub client: String,
+    pub args: Vec<String>,
+}
+
+impl Monitored {
+    /// The command's name, upper case.
+    pub fn name(&self) -> String {
+        self.args
+            .first()
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default()
+    }
+
+    /// The local port of a TCP client (`None` for `lua`).
+    pub fn client_port(&self) -> Option<u16> {
+        self.client.rsplit_once(':')?.1.parse().ok()
+    }
+}
+
+/// `MONITOR` on the plain server at a port, read by a thread of its own:
+/// every command the server runs, in order. `on_command` sees each one as
+/// it arrives (to act at a chosen command: a freeze).
+pub struct Monitor {
+    seen: Arc<Mutex<Vec<Monitored>>>,
+    stream: TcpStream,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Monitor {
+    pub fn start(port: u16) -> Monitor {
+        Monitor::start_with(port, |_| {})
+    }
+
+    pub fn start_with(
+        port: u16,
+        mut on_command: impl FnMut(&Monitored) + Send + 'static,
+    ) -> Monitor {
+        let mut conn = Conn::open(port).unwrap_or_else(|e| panic!("connect {port}: {e}"));
+        let ok = conn.cmd(&["MONITOR"]);
+        assert_eq!(ok, Reply::Status("OK".into()), "MONITOR: {ok}");
+        let stream = conn.writer.try_clone().expect("clone the MONITOR socket");
+        // A frozen server sends nothing for a while: no read timeout.
+        stream.set_read_timeout(None).expect("no read timeout");
+        let seen: Arc<Mutex<Vec<Monitored>>> = Arc::default();
+        let reader = {
+            let seen = Arc::clone(&seen);
+            let mut lines = conn.reader;
+            thread::Builder::new()
+                .name(format!("monitor-{port}"))
+                .spawn(move || {
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match lines.read_until(b'\n', &mut line) {
+                            Ok(1..) => {}
+                            _ => break,
+                        }
+                        let text = String::from_utf8_lossy(&line);
+                        if let Some(command) = parse_monitor_line(text.trim_end()) {
+                            on_command(&command);
+                            seen.lock().unwrap().push(command);
+                        }
+                    }
+                })
+                .expect("spawn the MONITOR reader")
+        };
+        Monitor {
+            seen,
+            stream,
+            reader: Some(reader),
+        }
+    }
+
+    /// Every command seen so far.
+    pub fn seen(&self) -> Vec<Monitored> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// `+1700000000.123456 [0 127.0.0.1:5555] "SET" "k" "v"`, the words quoted
+/// as Redis' `sdscatrepr` writes them.
+fn parse_monitor_line(line: &str) -> Option<Monitored> {
+    let rest = line.strip_prefix('+')?;
+    let (at, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix('[')?;
+    let (source, rest) = rest.split_once(']')?;
+    let client = source.split_once(' ')?.1.to_owned();
+    let mut args = Vec::new();
+    let mut chars = rest.trim_start().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut word = Vec::<u8>::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next()? {
+                    'n' => word.push(b'\n'),
+                    'r' => word.push(b'\r'),
+                    't' => word.push(b'\t'),
+                    'a' => word.push(7),
+                    'b' => word.push(8),
+                    'x' => {
+                        let hex: String = [chars.next()?, chars.next()?].iter().collect();
+                        word.push(u8::from_str_radix(&hex, 16).ok()?);
+                    }
+                    other => word.extend_from_slice(other.to_string().as_bytes()),
+                },
+                other => word.extend_from_slice(other.to_string().as_bytes()),
+            }
+        }
+        args.push(String::from_utf8_lossy(&word).into_owned());
+    }
+    Some(Monitored {
+        at: at.parse().ok()?,
+        client,
+        args,
+    })
+}

@@ -1,16 +1,22 @@
 //! The entry's lock in the token store, as one login of this process holds
 //! it: taken for the login call only, for about the login timeout
-//! ([`lock_ttl`]), and released on every path. When the login ends, by
-//! [`HeldLock::release`]; if the store fails then (a failover: the lock
-//! reached the replica, the token did not), the token is saved and the
-//! lock released in the background until the store answers or the lock
-//! expires ([`Entry::mend`]); if the login is cut off (its task dropped, or
-//! a panic), from a task of its own on the current runtime, and failing
-//! that by the entry's next login ([`Entry::release_abandoned_locks`]),
-//! which retries a failed unlock at once on the fresh connection the
-//! failure made (one made on a runtime that is gone fails), and releases
-//! a lock of its own it finds instead of waiting it out. Owner-checked
-//! everywhere: never another process's lock.
+//! ([`lock_ttl`]), and released on every path, owner-checked (never
+//! another process's lock). A lock never outlives its holder by more than
+//! that TTL:
+//!
+//! - when the login ends, [`HeldLock::release`] unlocks; if the store fails
+//!   then (a failover: the lock reached the replica, the token did not),
+//!   the token is saved and the lock released in the background until the
+//!   store answers or the lock expires ([`Entry::mend`]);
+//! - a lock command that got no answer may still have run (a hung server
+//!   runs it when it resumes): it is released the same way, until an
+//!   unlock is answered;
+//! - a login cut off (its task dropped with its runtime, or a panic)
+//!   leaves its owner queued on the entry: released from a task of its own
+//!   if a runtime is there, else by the entry's next login, which retries a
+//!   failed unlock on a fresh connection at once and, should the store
+//!   show the entry locked while an owner of its own is queued, releases
+//!   that one first instead of waiting ([`Entry::release_abandoned_locks`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +25,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::state::{Entry, REFRESH_MARGIN};
+use crate::cache::context::Context;
 use crate::clock::after;
 use crate::config::Settings;
-use crate::store::{lock_owner, StoreError};
+use crate::store::{lock_owner, StoreError, StoreErrorKind};
 use crate::token::AccessToken;
 
 /// How long a login may take, for the lock, when no login timeout is set.
@@ -32,6 +39,12 @@ const LOCK_MARGIN: Duration = Duration::from_secs(5);
 /// [`MEND_MAX`], until the lock expires.
 const MEND_FIRST: Duration = Duration::from_millis(250);
 const MEND_MAX: Duration = Duration::from_secs(2);
+/// While the store skips Redis after failures, look this often for the
+/// end of the skip: the unlock is the first call then.
+const MEND_SKIPPED_POLL: Duration = Duration::from_millis(100);
+/// A lock command that got no answer may run whenever the server comes
+/// back: its unlock is retried until one is answered, for this long at most.
+const UNANSWERED_MEND_LIMIT: Duration = Duration::from_secs(600);
 
 /// How long the entry's lock is taken for: the login timeout (or, without
 /// one, a minute) and a margin.
@@ -89,6 +102,18 @@ impl Entry {
     }
 }
 
+/// What the store said when the lock was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// The lock is ours.
+    Yes,
+    /// No answer: the command may still run (a hung server runs it when it
+    /// resumes), so it is released as if it were ours.
+    Unanswered,
+    /// The store failed before sending it (out of reach, skipped).
+    No,
+}
+
 /// The entry's lock in the token store, as one login of this process holds
 /// it (or tries to). Released on every path: by [`release`](Self::release)
 /// when the login ends (and, if the store fails then, again in the
@@ -98,10 +123,9 @@ impl Entry {
 pub(super) struct HeldLock<'a> {
     entry: &'a Entry,
     owner: String,
-    /// When the lock expires by itself.
+    /// When the lock expires by itself (if the command ran at once).
     expires: Instant,
-    /// The store said the lock is ours (not merely that it failed to answer).
-    taken: bool,
+    taken: Taken,
     released: bool,
 }
 
@@ -115,20 +139,25 @@ impl<'a> HeldLock<'a> {
             entry,
             owner: lock_owner(),
             expires: after(Instant::now(), ttl),
-            taken: false,
+            taken: Taken::Unanswered,
             released: false,
         };
         let store = &entry.ctx.settings.token_store;
-        let taken = entry
-            .ctx
-            .store("lock", store.try_lock(&entry.store_key, &lock.owner, ttl))
-            .await;
-        match taken {
-            Some(true) => lock.taken = true,
-            None => {}
-            Some(false) => {
+        let (key, owner) = (&entry.store_key, &lock.owner);
+        let asked = entry.ctx.try_store(store.try_lock(key, owner, ttl)).await;
+        match asked {
+            Ok(true) => lock.taken = Taken::Yes,
+            Ok(false) => {
                 lock.released = true;
                 return None;
+            }
+            Err(error) => {
+                lock.taken = if unanswered(&error) {
+                    Taken::Unanswered
+                } else {
+                    Taken::No
+                };
+                warn_store(&error, "lock");
             }
         }
         Some(lock)
@@ -136,10 +165,10 @@ impl<'a> HeldLock<'a> {
 
     /// Releases the lock; `unsaved` is the login's token when the store
     /// failed to take it. If the unlock fails too (a failover: the lock
-    /// reached the replica, the token did not), the other processes would
-    /// wait for a token that never comes until the lock expires: the token
-    /// is shared and the lock released in the background once the store
-    /// answers again.
+    /// reached the replica, the token did not; or a lock command that got
+    /// no answer), the other processes would wait for a token that never
+    /// comes until the lock expires: the token is shared and the lock
+    /// released in the background once the store answers again.
     pub(super) async fn release(mut self, unsaved: Option<AccessToken>) {
         let (entry, store) = (self.entry, &self.entry.ctx.settings.token_store);
         let unlocked = entry
@@ -147,9 +176,35 @@ impl<'a> HeldLock<'a> {
             .store("unlock", store.unlock(&entry.store_key, &self.owner))
             .await;
         self.released = true;
-        if unlocked.is_none() && self.taken {
-            entry.mend(std::mem::take(&mut self.owner), unsaved, self.expires);
+        let until = match self.taken {
+            Taken::Yes => self.expires,
+            Taken::Unanswered => after(Instant::now(), UNANSWERED_MEND_LIMIT),
+            Taken::No => return,
+        };
+        if unlocked.is_none() {
+            if self.taken == Taken::Unanswered {
+                tracing::info!(
+                    "the lock command got no answer and may still run: releasing the lock \
+                     once the token store answers"
+                );
+            }
+            entry.mend(std::mem::take(&mut self.owner), unsaved, until);
         }
+    }
+}
+
+/// Whether a failed call may still have reached the store (no answer in
+/// time), rather than never being sent.
+fn unanswered(error: &StoreError) -> bool {
+    error.kind() == StoreErrorKind::Timeout && !error.is_repeat()
+}
+
+/// Logs a failed store call as `Context::store` does.
+fn warn_store(error: &StoreError, what: &'static str) {
+    if error.is_repeat() {
+        tracing::debug!(what, %error, "token store skipped");
+    } else {
+        tracing::warn!(what, kind = %error.kind(), %error, "token store unavailable; going on without it");
     }
 }
 
@@ -159,12 +214,16 @@ impl Drop for HeldLock<'_> {
     /// when the runtime itself is shutting down: it never runs), and, should
     /// that not happen, by the entry's next login.
     fn drop(&mut self) {
-        if self.released {
+        if self.released || self.taken == Taken::No {
             return;
         }
         let owner = std::mem::take(&mut self.owner);
+        let until = match self.taken {
+            Taken::Unanswered => after(Instant::now(), UNANSWERED_MEND_LIMIT),
+            _ => self.expires,
+        };
         let queue = self.entry.abandoned_locks.clone();
-        queue.push(owner.clone(), self.expires);
+        queue.push(owner.clone(), until);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -190,7 +249,7 @@ impl Drop for HeldLock<'_> {
 }
 
 impl Entry {
-    /// In the background, until the lock of `owner` expires by itself,
+    /// In the background, until the lock of `owner` is released or `until`,
     /// with back-off: saves `unsaved` (while it is still valid and the
     /// store holds no token for the entry: never over a newer one), and
     /// releases the lock. Both are tried in every round, so that a lock is
@@ -204,53 +263,65 @@ impl Entry {
         let key = self.store_key.clone();
         let span = tracing::info_span!(parent: None, "myinvois_auth.mend", entry = %self.label);
         span.follows_from(tracing::Span::current().id());
-        let mend = async move {
-            let store = &ctx.settings.token_store;
-            let failed = |what: &'static str, error: StoreError| {
-                tracing::debug!(what, %error, "token store still failing");
-            };
-            let (mut unsaved, mut locked) = (unsaved, true);
-            let mut pause = MEND_FIRST;
-            loop {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MEND_MAX);
-                let now = Instant::now();
-                if now >= until {
-                    tracing::info!("the token store stayed out of reach until the lock expired");
-                    return;
-                }
-                if let Some(token) = unsaved.take() {
-                    let still_valid = token.0.expires > after(now, REFRESH_MARGIN);
-                    match ctx.try_store(store.load(&key)).await {
-                        Ok(loaded) if loaded.token.is_none() && still_valid => {
-                            let stored = token.to_stored(now);
-                            if let Err(error) = ctx.try_store(store.save(&key, &stored)).await {
-                                failed("save", error);
-                                unsaved = Some(token);
-                            }
-                        }
-                        // Another token is there, or ours is too old to share.
-                        Ok(_) => {}
-                        Err(error) => {
-                            failed("load", error);
-                            unsaved = Some(token);
-                        }
+        runtime.spawn(mend(ctx, key, owner, unsaved, until).instrument(span));
+    }
+}
+
+async fn mend(
+    ctx: Arc<Context>,
+    key: String,
+    owner: String,
+    unsaved: Option<AccessToken>,
+    until: Instant,
+) {
+    let store = &ctx.settings.token_store;
+    let failed = |what: &'static str, error: StoreError| {
+        tracing::debug!(what, %error, "token store still failing");
+    };
+    let (mut unsaved, mut locked) = (unsaved, true);
+    let mut pause = MEND_FIRST;
+    loop {
+        tokio::time::sleep(pause).await;
+        let now = Instant::now();
+        if now >= until {
+            tracing::info!("the token store stayed out of reach until the lock expired");
+            return;
+        }
+        if !store.is_available() {
+            // Skipped after failures: try the moment the skip ends.
+            pause = MEND_SKIPPED_POLL;
+            continue;
+        }
+        pause = (pause * 2).min(MEND_MAX);
+        if let Some(token) = unsaved.take() {
+            let still_valid = token.0.expires > after(now, REFRESH_MARGIN);
+            match ctx.try_store(store.load(&key)).await {
+                Ok(loaded) if loaded.token.is_none() && still_valid => {
+                    let stored = token.to_stored(now);
+                    if let Err(error) = ctx.try_store(store.save(&key, &stored)).await {
+                        failed("save", error);
+                        unsaved = Some(token);
                     }
                 }
-                if locked {
-                    match ctx.try_store(store.unlock(&key, &owner)).await {
-                        Ok(()) => {
-                            locked = false;
-                            tracing::info!("the token store answers again: lock released");
-                        }
-                        Err(error) => failed("unlock", error),
-                    }
-                }
-                if !locked && unsaved.is_none() {
-                    return;
+                // Another token is there, or ours is too old to share.
+                Ok(_) => {}
+                Err(error) => {
+                    failed("load", error);
+                    unsaved = Some(token);
                 }
             }
-        };
-        runtime.spawn(mend.instrument(span));
+        }
+        if locked {
+            match ctx.try_store(store.unlock(&key, &owner)).await {
+                Ok(()) => {
+                    locked = false;
+                    tracing::info!("the token store answers again: lock released");
+                }
+                Err(error) => failed("unlock", error),
+            }
+        }
+        if !locked && unsaved.is_none() {
+            return;
+        }
     }
 }
