@@ -120,6 +120,26 @@ impl TokenStore for MemoryTokenStore {
         Ok(true)
     }
 
+    /// Also takes a lock with more than `ttl` left (another cache's, with
+    /// a longer login timeout, that has been watched for `ttl`).
+    async fn take_over_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock();
+        if locks
+            .get(key, now)
+            .is_some_and(|(_, until)| until - now <= ttl)
+        {
+            return Ok(false);
+        }
+        locks.insert(key, owner.to_owned(), until(ttl), now);
+        Ok(true)
+    }
+
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let mut locks = self.locks.lock();
         if locks
@@ -158,6 +178,16 @@ mod tests {
             .try_lock("k", "b", Duration::from_secs(30))
             .await
             .unwrap());
+        // A lock with no more left than the TTL is not taken over; one
+        // with more is.
+        let ttl = Duration::from_secs(10);
+        assert!(!store
+            .take_over_lock("k", "c", Duration::from_secs(30))
+            .await
+            .unwrap());
+        assert!(store.take_over_lock("k", "c", ttl).await.unwrap());
+        assert!(!store.take_over_lock("k", "d", ttl).await.unwrap());
+        store.unlock("k", "c").await.unwrap();
 
         let token = StoredToken {
             access_token: "t".into(),

@@ -8,7 +8,9 @@
 //! 1. **load** a token another process may already hold for the entry;
 //! 2. otherwise take the entry's **lock**, so one process in the fleet logs
 //!    in per key while the others wait for the token to appear (polling
-//!    only the lock, [`lock_left`](TokenStore::lock_left), until it is gone);
+//!    only the lock, [`lock_left`](TokenStore::lock_left), until it is gone;
+//!    a lock held for a whole lock TTL is no live login's, and is taken
+//!    over: [`take_over_lock`](TokenStore::take_over_lock));
 //! 3. **reserve** a fleet-wide login slot (the client ID's budget: at most
 //!    `count` logins in any window, across all processes), log in, **save**
 //!    the token until it expires;
@@ -304,6 +306,25 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
 
     /// Releases the lock of `key` if `owner` still holds it.
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Takes the login lock of `key` for `owner`, for at most `ttl`, as
+    /// [`try_lock`](Self::try_lock) does, and also when another owner holds
+    /// it without a TTL or with more than `ttl` left: a lock no live login
+    /// with these settings holds (a restored dump, a `PERSIST`, another
+    /// tool). The cache asks this only of a lock it has watched for a whole
+    /// `ttl`, so a lock never strands an entry for longer. Returns false
+    /// when another owner holds it with at most `ttl` left.
+    ///
+    /// The default asks [`try_lock`](Self::try_lock): such a lock then
+    /// strands the entry until it expires.
+    async fn take_over_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.try_lock(key, owner, ttl).await
+    }
 
     /// Reserves a login slot of `budget` now if the window has room (and,
     /// for a paced request, the pace allows), atomically across processes

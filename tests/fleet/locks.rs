@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use myinvois_auth::{AuthMiddleware, Credentials, OnBehalfOf, RedisTokenStore, TokenCache};
+use myinvois_auth::{
+    AuthMiddleware, Credentials, Error, OnBehalfOf, RedisTokenStore, TokenCache, TokenStore,
+};
 
 use super::redis_servers::{Monitor, Monitored, Proxy, Redis};
 use super::support::{CLIENT_ID, SECRET};
@@ -81,6 +83,21 @@ fn tin(i: usize) -> String {
     format!("C{i:010}")
 }
 
+/// The store key of a taxpayer's entry (as the cache hashes it).
+fn entry_key_of(identity_uri: &str, taxpayer: &str) -> String {
+    let token_url = format!("{identity_uri}/connect/token");
+    let mut hasher = hmac_sha256::Hash::new();
+    for part in [token_url.as_str(), CLIENT_ID, "", taxpayer] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn lock_keys(redis: &Redis, prefix: &str) -> Vec<String> {
     redis
         .cmd(&["KEYS", &format!("{prefix}:lock:*")])
@@ -96,6 +113,123 @@ fn epoch_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
+}
+
+// ---------------------------------------------------------------- item 1
+
+/// A lock key without a TTL, and one with an hour left (a restored dump, a
+/// `PERSIST`, another tool): no live login of the crate holds such a lock.
+/// Each is taken over once the crate's own lock TTL (login timeout 1 s +
+/// 5 s: 6 s) has passed since it was first seen: the next caller then logs
+/// in, and every caller before gets an answer within `max_login_wait`.
+/// `check()` names both keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_without_a_ttl_or_with_an_hour_left_is_taken_over_after_the_locks_ttl() {
+    let redis = Redis::start();
+    let (server, service) = Service::start(3600).await;
+    let lock_ttl = Duration::from_secs(6);
+    let max_wait = Duration::from_secs(2);
+    let store = Arc::new(RedisTokenStore::with_prefix(&redis.url(), "stale").unwrap());
+    let cache = TokenCache::builder(Credentials::new(CLIENT_ID, SECRET))
+        .identity_url(server.uri())
+        .login_timeout(Duration::from_secs(1))
+        .max_login_wait(max_wait)
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    let stale = [(tin(1), None), (tin(2), Some("3600000"))];
+    let mut keys = Vec::new();
+    for (taxpayer, ttl) in &stale {
+        let key = format!("stale:lock:{{{}}}", entry_key_of(&server.uri(), taxpayer));
+        let mut set = vec!["SET", &key, "restored-from-a-dump"];
+        if let Some(ms) = ttl {
+            set.extend(["PX", ms]);
+        }
+        assert!(!redis.cmd(&set).is_error());
+        keys.push(key);
+    }
+
+    // Callers one after another, 250 ms apart, each noting when it asked,
+    // how long it took and whether it was served, until one that asked
+    // after the lock's TTL is.
+    let started = Instant::now();
+    let give_up = lock_ttl + max_wait + Duration::from_secs(3);
+    let callers = stale.iter().map(|(taxpayer, _)| {
+        let cache = cache.clone();
+        let taxpayer = taxpayer.clone();
+        tokio::spawn(async move {
+            let mut calls = Vec::new();
+            loop {
+                let asked = Instant::now();
+                let outcome = cache.token_on_behalf_of(&taxpayer).await;
+                let served = match outcome {
+                    Ok(_) => true,
+                    Err(Error::Timeout { .. } | Error::RateLimited { .. }) => false,
+                    Err(other) => panic!("{other:?}"),
+                };
+                calls.push((asked - started, asked.elapsed(), served));
+                if (served && asked - started >= lock_ttl) || started.elapsed() > give_up {
+                    return calls;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
+    let outcomes: Vec<_> = futures_join(callers).await;
+    eprintln!(
+        "stale locks (asked at, took, served): {outcomes:?}; {} logins",
+        service.login_times().len(),
+    );
+    for calls in &outcomes {
+        for (asked, took, served) in calls {
+            // An answer within max_login_wait, every time.
+            assert!(
+                *took <= max_wait + Duration::from_millis(500),
+                "a caller waited {took:?}"
+            );
+            // Not served before the lock's TTL had passed (the lock is
+            // kept that long), and the first caller after it is.
+            assert!(
+                !served || *asked + *took >= lock_ttl - Duration::from_secs(1),
+                "served at {:?}: the lock was not kept",
+                *asked + *took
+            );
+        }
+        let after_ttl = calls.iter().find(|(asked, _, _)| *asked >= lock_ttl);
+        assert!(
+            after_ttl.is_some_and(|(_, _, served)| *served),
+            "the first caller after the lock's TTL was not served: the entry is stranded: {calls:?}"
+        );
+    }
+    assert_eq!(service.login_times().len(), 2, "one login each");
+    assert_eq!(lock_keys(&redis, "stale"), Vec::<String>::new());
+
+    // check() names such keys (set again: the logins took the first over).
+    for (key, (_, ttl)) in keys.iter().zip(&stale) {
+        let mut set = vec!["SET", key, "restored-from-a-dump"];
+        if let Some(ms) = ttl {
+            set.extend(["PX", ms]);
+        }
+        assert!(!redis.cmd(&set).is_error());
+    }
+    let err = store.check().await.expect_err("check() passed");
+    eprintln!("stale locks: check(): {err}");
+    for key in &keys {
+        assert!(
+            err.to_string().contains(key.as_str()),
+            "{key} not named: {err}"
+        );
+    }
+}
+
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        out.push(task.await.unwrap());
+    }
+    out
 }
 
 // ---------------------------------------------------------------- item 2

@@ -55,6 +55,7 @@ pub const STORE_ACL: &[&str] = &[
     "+zcount",
     "+zrange",
     "+zremrangebyscore",
+    "+scan",
 ];
 
 /// What the fleet guide adds to [`STORE_ACL`] on the data nodes behind Sentinel.

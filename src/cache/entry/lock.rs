@@ -16,7 +16,11 @@
 //!   if a runtime is there, else by the entry's next login, which retries a
 //!   failed unlock on a fresh connection at once and, should the store
 //!   show the entry locked while an owner of its own is queued, releases
-//!   that one first instead of waiting ([`Entry::release_abandoned_locks`]).
+//!   that one first instead of waiting ([`Entry::release_abandoned_locks`]);
+//! - a lock held for a whole lock TTL since this process first saw it (no
+//!   TTL, or one longer than any the crate sets: a restored dump, a
+//!   `PERSIST`) is no live login's: it is taken over
+//!   ([`TokenStore::take_over_lock`](crate::TokenStore::take_over_lock)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,10 +134,16 @@ pub(super) struct HeldLock<'a> {
 }
 
 impl<'a> HeldLock<'a> {
-    /// Takes the entry's lock for `ttl`: `Some` when it is ours, or when
-    /// the store did not answer (the login goes ahead as a single process's
-    /// would); `None` when another process holds it.
-    pub(super) async fn take(entry: &'a Entry, ttl: Duration) -> Option<HeldLock<'a>> {
+    /// Takes the entry's lock for `ttl` (`take_over`: also from a holder
+    /// watched for a whole lock TTL, if its lock has no TTL or one longer
+    /// than `ttl`): `Some` when it is ours, or when the store did not
+    /// answer (the login goes ahead as a single process's would); `None`
+    /// when another process holds it.
+    pub(super) async fn take(
+        entry: &'a Entry,
+        ttl: Duration,
+        take_over: bool,
+    ) -> Option<HeldLock<'a>> {
         // Made before asking: a login cut off while it asks releases it too.
         let mut lock = HeldLock {
             entry,
@@ -144,7 +154,18 @@ impl<'a> HeldLock<'a> {
         };
         let store = &entry.ctx.settings.token_store;
         let (key, owner) = (&entry.store_key, &lock.owner);
-        let asked = entry.ctx.try_store(store.try_lock(key, owner, ttl)).await;
+        let asked = if take_over {
+            tracing::warn!(
+                "the entry's lock was held for a whole lock TTL ({ttl:?}) since this process \
+                 first saw it: no live login holds it; taking it over"
+            );
+            entry
+                .ctx
+                .try_store(store.take_over_lock(key, owner, ttl))
+                .await
+        } else {
+            entry.ctx.try_store(store.try_lock(key, owner, ttl)).await
+        };
         match asked {
             Ok(true) => lock.taken = Taken::Yes,
             Ok(false) => {

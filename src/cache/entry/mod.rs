@@ -9,7 +9,8 @@
 //!   that runs it (`spawn_login`), publishing its token or remembering its
 //!   failure;
 //! - `obtain`: how the login gets a token: shared by another process
-//!   through the token store, or logged in within the budget;
+//!   through the token store, or logged in within the budget; `wait`: how
+//!   it waits while another process logs in;
 //! - `lock`: the entry's lock in the token store, held for the login only
 //!   and released on every path; `abandoned`: the locks of logins cut
 //!   off, until they are released;
@@ -22,6 +23,7 @@ mod lock;
 mod obtain;
 mod reason;
 mod state;
+mod wait;
 
 pub(crate) use self::reason::Reason;
 pub(crate) use self::state::Entry;

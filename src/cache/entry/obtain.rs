@@ -9,9 +9,10 @@
 //! asking anew, and one refused a slot looks once more: if another process
 //! holds the entry's lock it waits for that login instead of failing. A
 //! process that finds another one logging in waits for its token with
-//! back-off, polling only the lock (one cheap store call) while it is held
-//! and looking for the token once it is gone, for at most the lock's TTL
-//! (that login is being sent; a dead holder's lock expires); a background
+//! back-off (see `wait`), polling only the lock (one cheap store call)
+//! while it is held and looking for the token once it is gone, for at most
+//! a lock TTL (that login is being sent; a dead holder's lock expires, and
+//! one held longer is no live login's: it is taken over); a background
 //! refresh does not wait at all (its token is still valid): the next sweep
 //! takes the new one from the store.
 
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use super::flight::{Phase, Progress};
 use super::lock::{lock_ttl, HeldLock};
 use super::state::{Entry, REFRESH_MARGIN};
+use super::wait::{Awaited, Awaiting};
 use crate::budget::{Grant, Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
 use crate::clock::after;
 use crate::error::Error;
@@ -30,12 +32,8 @@ use crate::login::login;
 use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest};
 use crate::token::{check_taxpayer, AccessToken};
 
-/// While another process logs in for the entry, look for its token after
-/// this long, doubling up to [`FLEET_POLL_MAX`].
-const FLEET_POLL_FIRST: Duration = Duration::from_millis(250);
-const FLEET_POLL_MAX: Duration = Duration::from_secs(2);
-/// Looking again when a held lock expires, a little after.
-const LOCK_EXPIRY_SLACK: Duration = Duration::from_millis(50);
+/// Ask again soon, after a store's answer this code does not know.
+const FLEET_ASK_AGAIN: Duration = Duration::from_millis(250);
 /// The shortest wait for the fleet's window, whatever the store answers.
 const MIN_FLEET_WAIT: Duration = Duration::from_millis(10);
 
@@ -57,7 +55,8 @@ impl Entry {
             None => (rejected > 0).then(|| ctx.clock.at(rejected)),
         };
         let ttl = lock_ttl(&ctx.settings);
-        let mut awaiting: Option<(Instant, Duration)> = None;
+        let mut awaiting: Option<Awaiting> = None;
+        let mut take_over = false;
         let mut rechecked = false;
         loop {
             // Someone may have shared a token, or be logging in for it.
@@ -66,51 +65,32 @@ impl Entry {
             if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                 return Ok(token);
             }
-            if let Some(lock_left) = locked {
-                if urgency.get().refresh {
-                    // Our token is still valid: no polling; the next sweep
-                    // takes the new one from the store.
-                    tracing::debug!("another process is refreshing this entry");
-                    return Err(Error::LoginAborted);
-                }
-                // Perhaps the lock of a login of ours that was cut off:
-                // released, it is no reason to wait.
-                if self.has_abandoned_locks() && self.release_abandoned_locks().await {
-                    continue;
-                }
-                // The lock is held only while a login is sent: like our own
-                // login once sent, that login's time bounds the wait (the
-                // lock's TTL, which a dead holder cannot outlast).
-                progress.set(Phase::AwaitingFleet);
-                let (since, poll) = awaiting.get_or_insert((Instant::now(), FLEET_POLL_FIRST));
-                let give_up = after(*since, ttl);
-                let mut lock_left = lock_left;
-                loop {
-                    let now = Instant::now();
-                    if now >= give_up {
-                        return Err(Error::timeout(since.elapsed()));
+            match locked {
+                None => self.forget_lock_seen(),
+                // Held for a whole lock TTL: taken over below.
+                Some(_) if take_over => {}
+                Some(lock_left) => {
+                    if urgency.get().refresh {
+                        // Our token is still valid: no polling; the next
+                        // sweep takes the new one from the store.
+                        tracing::debug!("another process is refreshing this entry");
+                        return Err(Error::LoginAborted);
                     }
-                    // Look again after the back-off, or as soon as the lock
-                    // expires (its holder may have died), whichever is first.
-                    let wake = after(
-                        now,
-                        (*poll).min(lock_left.saturating_add(LOCK_EXPIRY_SLACK)),
-                    );
-                    tokio::time::sleep_until(wake.min(give_up)).await;
-                    *poll = (*poll * 2).min(FLEET_POLL_MAX);
-                    // While the lock is held, only it is looked at (one
-                    // cheap call); once it is gone (or the store fails),
-                    // the whole entry, from the top.
-                    match self
-                        .ctx
-                        .store("poll", store.lock_left(&self.store_key))
-                        .await
-                    {
-                        Some(Some(left)) => lock_left = left,
-                        _ => break,
+                    // Perhaps the lock of a login of ours that was cut
+                    // off: released, it is no reason to wait.
+                    if self.has_abandoned_locks() && self.release_abandoned_locks().await {
+                        continue;
+                    }
+                    // The lock is held only while a login is sent: like our
+                    // own login once sent, that login's time bounds the wait
+                    // (the lock's TTL, which a dead holder cannot outlast).
+                    progress.set(Phase::AwaitingFleet);
+                    let awaiting = awaiting.get_or_insert_with(|| self.awaiting());
+                    match self.await_fleet(lock_left, awaiting, ttl).await {
+                        Awaited::Gone => continue,
+                        Awaited::Outlived => take_over = true,
                     }
                 }
-                continue;
             }
             awaiting = None;
             let slot = match self.login_slot(urgency, progress).await {
@@ -135,9 +115,14 @@ impl Entry {
                     return Err(self.refused(refusal));
                 }
             };
-            let Some(lock) = HeldLock::take(self, ttl).await else {
-                // Another process took it since we looked: wait for its token.
+            let Some(lock) = HeldLock::take(self, ttl, take_over).await else {
+                // Another process took it since we looked (or, taking over,
+                // holds it as a live login would): wait for its token.
                 slot.give_back(self).await;
+                if take_over {
+                    self.forget_lock_seen();
+                    take_over = false;
+                }
                 continue;
             };
             // Another process may have finished just before we took the lock.
@@ -251,7 +236,7 @@ impl Entry {
                         LoginSlot::Pending { ask_again, wait } => (ask_again, wait),
                         LoginSlot::Wait(wait) => (wait, wait),
                         // Granted is above; a future answer: ask again soon.
-                        _ => (FLEET_POLL_FIRST, FLEET_POLL_FIRST),
+                        _ => (FLEET_ASK_AGAIN, FLEET_ASK_AGAIN),
                     };
                     // Never a tight loop, whatever a store answers.
                     let at = after(Instant::now(), ask_again.max(MIN_FLEET_WAIT));

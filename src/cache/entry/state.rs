@@ -73,6 +73,9 @@ pub(crate) struct Entry {
     pub(super) abandoned_locks: AbandonedLocks,
     /// Why the next login is made, when an event left a reason.
     pub(super) next_reason: NextReason,
+    /// Since when another's lock on the entry has been seen held, across
+    /// logins (see `wait`): one held for a whole lock TTL is taken over.
+    pub(super) lock_seen: Mutex<Option<Instant>>,
 }
 
 impl Entry {
@@ -116,6 +119,7 @@ impl Entry {
             rejections: Arc::default(),
             abandoned_locks: AbandonedLocks::default(),
             next_reason: NextReason::default(),
+            lock_seen: Mutex::new(None),
         }
     }
 

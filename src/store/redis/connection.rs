@@ -349,6 +349,40 @@ impl Link {
         self.source.is_cluster()
     }
 
+    /// The nodes a keyspace scan must visit: `None` for the one server;
+    /// on a Cluster, each primary's address (from `CLUSTER SLOTS`).
+    pub(super) async fn scan_nodes(&self) -> Result<Vec<Option<(String, u16)>>, StoreError> {
+        if !self.is_cluster() {
+            return Ok(vec![None]);
+        }
+        let slots: Vec<Value> = self
+            .call(
+                |mut c| async move { redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await },
+            )
+            .await?;
+        let mut nodes = Vec::new();
+        for range in slots {
+            // [start, end, [host, port, id, ..], replicas ..]
+            let Value::Array(parts) = range else { continue };
+            let Some(Value::Array(primary)) = parts.get(2) else {
+                continue;
+            };
+            let host = match primary.first() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(Value::SimpleString(s)) => s.clone(),
+                _ => continue,
+            };
+            let Some(Value::Int(port)) = primary.get(1) else {
+                continue;
+            };
+            let node = Some((host, u16::try_from(*port).unwrap_or_default()));
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+        Ok(nodes)
+    }
+
     /// Whether Redis is worth asking now (not skipped after failures).
     pub(super) fn is_available(&self) -> bool {
         let state = self.state.lock();

@@ -8,14 +8,16 @@
 mod classify;
 mod connection;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::DateTime;
 use redis::cluster::ClusterClient;
 use redis::sentinel::SentinelClient;
 
-use self::connection::{Link, Source};
+use self::connection::{Conn, Link, Source};
 use super::{
     Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore, RESERVATION_PENDING,
     RESERVATION_POLL,
@@ -105,6 +107,40 @@ end
 return 0
 "#;
 
+/// Takes the lock KEYS[1] for ARGV[1] for ARGV[2] ms if it is free, or held
+/// without a TTL or with more than ARGV[2] ms left (no live login with
+/// these settings holds it). Returns 1 when taken.
+const TAKE_OVER: &str = r#"
+local left = redis.call('PTTL', KEYS[1])
+if left == -2 or left == -1 or left > tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Gives the lock KEYS[1] an expiry of ARGV[1] ms if it has none or a
+/// later one. Returns 1 when it did.
+const EXPIRE_STALE: &str = r#"
+local left = redis.call('PTTL', KEYS[1])
+if left == -1 or left > tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// The lock TTL the cache takes without a login timeout (a minute and a
+/// margin): `check()` reports a lock with more left than this and than
+/// any lock the store was asked for.
+const LONGEST_DEFAULT_LOCK: Duration = Duration::from_secs(65);
+/// `check()` looks at this many keys of the keyspace at most (a `SCAN`
+/// of 1000 at a time), going on from there at its next run.
+const STALE_SCAN_CALLS: usize = 100;
+const STALE_SCAN_COUNT: usize = 1000;
+/// Stale locks named in `check()`'s message at most.
+const STALE_NAMED: usize = 10;
+
 /// Shares tokens, login locks and the login budget across processes and
 /// hosts through Redis (cargo feature `redis`).
 ///
@@ -139,6 +175,12 @@ pub struct RedisTokenStore {
     reserve: redis::Script,
     block: redis::Script,
     unlock: redis::Script,
+    take_over: redis::Script,
+    expire_stale: redis::Script,
+    /// The longest lock TTL asked for (ms), for `check()`.
+    longest_lock_ms: AtomicU64,
+    /// Where `check()`'s look for stale locks goes on, per node.
+    scan_cursors: parking_lot::Mutex<HashMap<String, u64>>,
 }
 
 impl RedisTokenStore {
@@ -226,6 +268,10 @@ impl RedisTokenStore {
             reserve: redis::Script::new(RESERVE),
             block: redis::Script::new(BLOCK),
             unlock: redis::Script::new(UNLOCK),
+            take_over: redis::Script::new(TAKE_OVER),
+            expire_stale: redis::Script::new(EXPIRE_STALE),
+            longest_lock_ms: AtomicU64::new(millis(LONGEST_DEFAULT_LOCK)),
+            scan_cursors: parking_lot::Mutex::default(),
         }
     }
 
@@ -362,6 +408,8 @@ impl TokenStore for RedisTokenStore {
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.longest_lock_ms
+            .fetch_max(millis(ttl), Ordering::Relaxed);
         let key = self.key("lock", key);
         let set: Option<String> = self
             .link
@@ -392,6 +440,32 @@ impl TokenStore for RedisTokenStore {
             })
             .await
             .map(drop)
+    }
+
+    /// One script: the lock is taken if it is free, or held without a TTL
+    /// or with more than `ttl` left.
+    async fn take_over_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.longest_lock_ms
+            .fetch_max(millis(ttl), Ordering::Relaxed);
+        let key = self.key("lock", key);
+        let script = &self.take_over;
+        let taken: i64 = self
+            .link
+            .call(|mut c| async move {
+                script
+                    .key(&key)
+                    .arg(owner)
+                    .arg(millis(ttl).max(1))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(taken == 1)
     }
 
     async fn reserve_login(
@@ -473,6 +547,13 @@ impl TokenStore for RedisTokenStore {
     /// unreachable, TLS, auth, an ACL that forbids a command the store
     /// needs (`Auth`, naming NOPERM, also when a script was refused the
     /// command), a Cluster node (`Other`, naming `from_cluster`).
+    ///
+    /// Then looks for lock keys without a TTL, or with more left than any
+    /// lock the crate takes (a restored dump, a `PERSIST`): each is given
+    /// an expiry of that longest lock TTL (so it strands nobody) and named
+    /// in an `Other` error; the next check passes. It looks at up to
+    /// 100 000 keys of the keyspace each time (`SCAN`), going on from there
+    /// at the next check.
     async fn check(&self) -> Result<(), StoreError> {
         // Probe keys of this check alone, so that concurrent checks (every
         // process's readiness probe) each run every command.
@@ -482,7 +563,14 @@ impl TokenStore for RedisTokenStore {
         if !self.link.is_cluster() {
             self.not_a_cluster_node(&probe).await?;
         }
-        for script in [&self.load, &self.reserve, &self.block, &self.unlock] {
+        for script in [
+            &self.load,
+            &self.reserve,
+            &self.block,
+            &self.unlock,
+            &self.take_over,
+            &self.expire_stale,
+        ] {
             self.link
                 .call(|mut c| async move { script.load_async(&mut c).await })
                 .await?;
@@ -492,6 +580,8 @@ impl TokenStore for RedisTokenStore {
         if self.try_lock(&probe, owner, short).await? {
             self.unlock(&probe, owner).await?;
         }
+        self.take_over_lock(&probe, owner, short).await?;
+        self.unlock(&probe, owner).await?;
         // A window of one slot: the first reservation (paced) takes it,
         // the second finds the window full.
         let mut request = SlotRequest {
@@ -506,7 +596,7 @@ impl TokenStore for RedisTokenStore {
         self.reserve_login(&probe, &request).await?;
         self.release_login(&probe, &first).await?;
         self.block_logins(&probe, Duration::from_millis(1)).await?;
-        Ok(())
+        self.stale_locks().await
     }
 }
 
@@ -531,5 +621,82 @@ impl RedisTokenStore {
             })
             .await
             .map(drop)
+    }
+
+    /// Lock keys without a TTL, or with more left than the longest lock
+    /// the crate takes: given that expiry, and named in an error.
+    async fn stale_locks(&self) -> Result<(), StoreError> {
+        let longest = self.longest_lock_ms.load(Ordering::Relaxed);
+        let pattern = format!("{}:lock:*", self.prefix);
+        let nodes = self.link.scan_nodes().await?;
+        let mut stale = Vec::new();
+        let mut calls = 0;
+        for node in nodes {
+            let name = node
+                .as_ref()
+                .map_or(String::new(), |(h, p)| format!("{h}:{p}"));
+            let mut cursor = self.scan_cursors.lock().get(&name).copied().unwrap_or(0);
+            loop {
+                let (pattern, node) = (&pattern, &node);
+                let (next, keys): (u64, Vec<String>) = self
+                    .link
+                    .call(|mut c| async move {
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(STALE_SCAN_COUNT);
+                        match (&mut c, node) {
+                            (Conn::Cluster(cluster), Some((host, port))) => {
+                                let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+                                    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                                        host: host.clone(),
+                                        port: *port,
+                                    },
+                                );
+                                let value = cluster.route_command(scan, routing).await?;
+                                Ok(redis::from_redis_value(value)?)
+                            }
+                            _ => scan.query_async(&mut c).await,
+                        }
+                    })
+                    .await?;
+                calls += 1;
+                for key in keys {
+                    let script = &self.expire_stale;
+                    let key = &key;
+                    let expired: i64 = self
+                        .link
+                        .call(|mut c| async move {
+                            script.key(key).arg(longest).invoke_async(&mut c).await
+                        })
+                        .await?;
+                    if expired == 1 {
+                        stale.push(key.clone());
+                    }
+                }
+                cursor = next;
+                if cursor == 0 || calls >= STALE_SCAN_CALLS {
+                    break;
+                }
+            }
+            self.scan_cursors.lock().insert(name, cursor);
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let shown = stale.iter().take(STALE_NAMED).cloned().collect::<Vec<_>>();
+        Err(StoreError::other(format!(
+            "{} lock key(s) without a TTL or with more than {longest} ms left (no lock the \
+             crate takes; a restored dump, a PERSIST?), each now given {longest} ms: {}{}",
+            stale.len(),
+            shown.join(", "),
+            if stale.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        )))
     }
 }
