@@ -892,16 +892,20 @@ async fn a_lock_holder_killed_mid_login_costs_at_most_the_locks_ttl() {
 /// The issue's measure: 8 processes waiting on one key's login for 5 s,
 /// counted from when that login is sent, make at most 2 Redis commands a
 /// second each (INFO commandstats, which also counts the commands a script
-/// runs inside Redis).
+/// runs inside Redis); and, in every one of those seconds, each process
+/// sends at most 2 commands from its first poll on (MONITOR, the process
+/// found by its socket; issue 17).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_waiting_on_one_login_poll_at_most_twice_a_second() {
     const WAITING: usize = 8;
     let redis = Redis::start();
     let (server, service) = Service::start(3600).await;
     service.hang_next_login(Duration::from_secs(7));
+    let monitor = redis_servers::Monitor::start(redis.port());
     let mut env = worker_env(&server, &redis, "poll");
     env.push(("FLEET_CALLERS", "1".into()));
     let workers = spawn_workers(WAITING + 1, "cold", &env);
+    let owners = redis_servers::ClientOwners::watch(redis.port());
     // One process sends the login (it hangs 7 s); eight wait for its token.
     wait_until(Duration::from_secs(15), || service.login_times().len() == 1);
     let before = redis.total_commands();
@@ -918,6 +922,43 @@ async fn processes_waiting_on_one_login_poll_at_most_twice_a_second() {
     assert!(
         rate <= 2.0,
         "{rate:.2} commands a second per waiting process"
+    );
+    // Every second, per process, from its first poll (PTTL) on: what it
+    // sent before is its own try at the login (a look, a slot, the lock
+    // another process won).
+    let sent_at =
+        chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - sent.elapsed().as_secs_f64();
+    let owners = owners.stop();
+    let mut per_process: HashMap<u32, Vec<redis_servers::Monitored>> = HashMap::new();
+    for command in monitor.seen() {
+        if let Some(pid) = command.client_port().and_then(|p| owners.get(&p)) {
+            per_process.entry(*pid).or_default().push(command);
+        }
+    }
+    let mut worst = 0;
+    let mut shown = Vec::new();
+    for commands in per_process.values() {
+        let Some(polling) = commands.iter().find(|c| c.name() == "PTTL").map(|c| c.at) else {
+            continue;
+        };
+        let mut seconds: HashMap<i64, usize> = HashMap::new();
+        for c in commands
+            .iter()
+            .filter(|c| c.at >= polling && c.at < sent_at + 5.0)
+        {
+            *seconds.entry(c.at.floor() as i64).or_default() += 1;
+        }
+        worst = worst.max(seconds.values().copied().max().unwrap_or(0));
+        shown.push(seconds.len());
+    }
+    eprintln!(
+        "poll load: {} waiting processes seen polling; the most commands one sent in one second: {worst}",
+        shown.len()
+    );
+    assert_eq!(shown.len(), WAITING, "waiting processes not seen polling");
+    assert!(
+        worst <= 2,
+        "{worst} commands in one second from one waiting process"
     );
     for report in reports(workers) {
         assert_eq!(report["ok"], "1", "{report:?}");

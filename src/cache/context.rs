@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pacer::Pacer;
 use crate::budget::{LoginBudget, RateLimit};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -27,6 +28,9 @@ pub(super) struct Context {
     pub(super) clock: Clock,
     /// Endpoints that reject every token, as any entry learned (see `rejection`).
     pub(super) learned: Learned,
+    /// How often the process asks the token store while it waits (shared
+    /// by every cache on the same store; see `pacer`).
+    pub(super) pacer: Arc<Pacer>,
     /// Whether the warning that `fleet_size` is not set was given.
     warned_fleet_size: AtomicBool,
 }
@@ -63,6 +67,7 @@ impl Context {
             settings.credentials.client_id(),
         );
         Context {
+            pacer: Pacer::for_store(&settings.token_store),
             budget_key,
             settings,
             budget,

@@ -8,6 +8,7 @@
 //!   eviction);
 //! - `context`: what every entry of one cache shares, with the one guarded
 //!   token-store call;
+//! - `pacer`: how often a process asks the token store while it waits;
 //! - `entry`: one entry, its login and its lock in the token store;
 //! - `report`: what the sweep reports through the `metrics` facade
 //!   (feature `metrics`): entries held, time left on served tokens.
@@ -15,6 +16,7 @@
 mod build;
 mod context;
 mod entry;
+mod pacer;
 #[cfg(feature = "metrics")]
 mod report;
 mod table;

@@ -140,6 +140,11 @@ impl TokenStore for MemoryTokenStore {
         Ok(true)
     }
 
+    /// In memory: asking costs nothing, waits need no pacing.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let mut locks = self.locks.lock();
         if locks

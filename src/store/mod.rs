@@ -364,6 +364,16 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
         true
     }
 
+    /// Whether each call is a round trip to a server the fleet shares (the
+    /// default): while the cache waits (for another process's login, a
+    /// slot of the fleet's budget, a 429's hold), it then asks such a store
+    /// at most twice a second, however many of its entries wait. A store
+    /// that answers from this process's memory, as [`MemoryTokenStore`]
+    /// does, returns `false`: asking it costs nothing.
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     /// Checks that the store can be used: reachable, authenticated, allowed
     /// to run what the cache needs. For a readiness probe; the cache itself
     /// never needs it. The default succeeds.

@@ -1,12 +1,19 @@
 //! Locks that never outlive their holders, and waits that do not flood
-//! Redis (issue 17).
+//! Redis (issue 17): a lock key without a TTL (or with an hour left), a
+//! login cut off with the runtime that made the store's connection, a lock
+//! command that ran late on a frozen primary, refreshes queued on the fleet
+//! budget.
 //!
 //! Worker scenarios of this module (run by `fleet.rs`'s `fleet_worker`):
 //! * `spread`: an [`AuthMiddleware`] client calls `{identity}/api` as each
 //!   of `FLEET_TAXPAYERS` taxpayers in turn, one call every 50 ms, for
 //!   `FLEET_SECONDS`; then waits 1.5 s (logins under way end) and reports
 //!   `ok`, `failed`, `first_failure` and the counters.
+//! * `queued`: `FLEET_TAXPAYERS` taxpayers of its own (none shared with
+//!   another worker), each asked for every 300 ms by a task of its own for
+//!   `FLEET_SECONDS`; reports `served`, `refused` (RateLimited, Timeout).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,16 +22,17 @@ use myinvois_auth::{
     AuthMiddleware, Credentials, Error, OnBehalfOf, RedisTokenStore, TokenCache, TokenStore,
 };
 
-use super::redis_servers::{Monitor, Monitored, Proxy, Redis};
+use super::redis_servers::{ClientOwners, Monitor, Monitored, Proxy, Redis};
 use super::support::{CLIENT_ID, SECRET};
 use super::{env, reports, spawn_workers, worker_env, Service};
 
 /// The scenarios this module runs in a worker.
-pub const SCENARIOS: &[&str] = &["spread"];
+pub const SCENARIOS: &[&str] = &["spread", "queued"];
 
 pub async fn scenario(name: &str, cache: &TokenCache, identity: &str) {
     match name {
         "spread" => spread(cache, identity).await,
+        "queued" => queued(cache).await,
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -76,6 +84,39 @@ async fn spread(cache: &TokenCache, identity: &str) {
         cache.stats().logins,
         e.total(),
         e.timeout
+    );
+}
+
+async fn queued(cache: &TokenCache) {
+    let index: usize = env("FLEET_WORKER_INDEX").parse().unwrap();
+    let taxpayers: usize = env("FLEET_TAXPAYERS").parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(env("FLEET_SECONDS").parse().unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..taxpayers {
+        let cache = cache.clone();
+        let taxpayer = tin(index * 100 + k);
+        tasks.spawn(async move {
+            let (mut served, mut refused) = (0, 0);
+            while Instant::now() < until {
+                match cache.token_on_behalf_of(&taxpayer).await {
+                    Ok(_) => served += 1,
+                    Err(Error::RateLimited { .. } | Error::Timeout { .. }) => refused += 1,
+                    Err(other) => panic!("{other:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            (served, refused)
+        });
+    }
+    let (served, refused) = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .fold((0, 0), |(s, r), (s2, r2)| (s + s2, r + r2));
+    println!(
+        "FLEET served={served} refused={refused} logins={} pid={}",
+        cache.stats().logins,
+        std::process::id()
     );
 }
 
@@ -375,4 +416,184 @@ async fn a_lock_command_that_ran_late_leaves_no_lock_and_no_call_fails() {
         assert_eq!(report["failed"], "0", "{report:?}");
     }
     assert_eq!(left, Vec::<String>::new(), "a lock left behind");
+}
+
+// ---------------------------------------------------------------- item 4
+
+/// 4 processes, 3 taxpayers of their own each, 20 s tokens refreshed 10 s
+/// before expiry, under a fleet budget of 4 logins per 10 s: refreshes (and
+/// callers) queue for slots. Every command each process sends is counted
+/// per second of Redis' clock (MONITOR, the process found by its socket),
+/// less the commands of the logins it sends (the look and reservation that
+/// led to one, its lock, its look under the lock, its save and unlock): at
+/// most 2 in every second once the process waits. Its first second is its
+/// cold start, not a wait: each caller's first look and the first ask for
+/// a slot go at once (and a fresh server loads each script on first use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_with_refreshes_queued_on_the_budget_ask_at_most_twice_every_second() {
+    const WORKERS: usize = 4;
+    let redis = Redis::start();
+    let (server, service) = Service::start(20).await;
+    let monitor = Monitor::start(redis.port());
+    let mut env = worker_env(&server, &redis, "queued");
+    env.push(("FLEET_TAXPAYERS", "3".into()));
+    env.push(("FLEET_SECONDS", "20".into()));
+    env.push(("FLEET_REFRESH_BEFORE", "10".into()));
+    env.push(("FLEET_LOGIN_RATE", "4/10".into()));
+    let workers = spawn_workers(WORKERS, "queued", &env);
+    let owners = ClientOwners::watch(redis.port());
+    let reports = reports(workers);
+    let owners = owners.stop();
+    let commands: Vec<Monitored> = monitor
+        .seen()
+        .into_iter()
+        .filter(|c| c.client != "lua" && c.name() != "CLIENT")
+        .collect();
+    let per_process = waiting_commands_per_second(&commands, &owners);
+    let pids: Vec<u32> = reports.iter().map(|r| r["pid"].parse().unwrap()).collect();
+    let mut worst = (0, 0, 0.0);
+    let mut total = 0;
+    for (pid, per_second) in &per_process {
+        assert!(
+            pids.contains(pid),
+            "a connection of an unknown process {pid}"
+        );
+        for (second, count) in per_second {
+            if *count > worst.1 {
+                worst = (*pid, *count, *second as f64);
+            }
+        }
+        total += per_second.values().sum::<usize>();
+    }
+    // What the worst second held, for the failure message.
+    let worst_second: Vec<String> = commands
+        .iter()
+        .filter(|c| {
+            c.at.floor() == worst.2
+                && c.client_port().and_then(|p| owners.get(&p)) == Some(&worst.0)
+        })
+        .map(|c| {
+            let words: Vec<&str> = c.args.iter().take(4).map(String::as_str).collect();
+            format!("{:.3} {}", c.at - worst.2, words.join(" "))
+        })
+        .collect();
+    let unknown = commands
+        .iter()
+        .filter(|c| c.client_port().is_none_or(|p| !owners.contains_key(&p)))
+        .count();
+    // Over the whole run after each process's cold start.
+    let seconds: i64 = per_process
+        .values()
+        .map(|s| match (s.keys().next(), s.keys().last()) {
+            (Some(first), Some(last)) => last - first + 1,
+            _ => 0,
+        })
+        .sum();
+    eprintln!(
+        "queued refreshes: {:.2} commands a second per process on average ({total} in \
+         {seconds} process-seconds)",
+        total as f64 / seconds.max(1) as f64
+    );
+    eprintln!(
+        "queued refreshes: {} logins; {} commands from the workers ({unknown} from unknown \
+         connections), {total} of them while waiting after the cold start; the worst second \
+         after it: {} from process {} (second {}); per process and second: {per_process:?}; \
+         {reports:?}",
+        service.login_times().len(),
+        commands.len(),
+        worst.1,
+        worst.0,
+        worst.2
+    );
+    assert_eq!(
+        unknown, 0,
+        "commands from connections not matched to a process"
+    );
+    assert!(service.login_times().len() >= 8, "no logins went on");
+    assert!(
+        worst.1 <= 2,
+        "{} commands in one second from one waiting process: {worst_second:#?}",
+        worst.1
+    );
+}
+
+/// Each process's commands per second of Redis' clock (keyed by the
+/// second), from a second after its first command (its cold start), less
+/// those of the logins it sent: for each lock it took (`SET <lock> NX`),
+/// the last look of that entry and the last reservation before it, and the
+/// first look, save and unlock of that entry after it.
+fn waiting_commands_per_second(
+    commands: &[Monitored],
+    owners: &HashMap<u16, u32>,
+) -> BTreeMap<u32, BTreeMap<i64, usize>> {
+    let mut by_process: BTreeMap<u32, Vec<&Monitored>> = BTreeMap::new();
+    for c in commands {
+        if let Some(pid) = c.client_port().and_then(|p| owners.get(&p)) {
+            by_process.entry(*pid).or_default().push(c);
+        }
+    }
+    let entry_of = |key: &str| {
+        key.split_once('{')
+            .map(|(_, h)| h.trim_end_matches('}').to_owned())
+    };
+    let keys_of = |c: &Monitored| -> Vec<String> {
+        match c.name().as_str() {
+            "EVALSHA" => {
+                let n: usize = c.args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+                c.args.iter().skip(3).take(n).cloned().collect()
+            }
+            _ => c.args.get(1).cloned().into_iter().collect(),
+        }
+    };
+    let kind = |c: &Monitored| -> &'static str {
+        let keys = keys_of(c);
+        let first = keys.first().map(String::as_str).unwrap_or("");
+        match (c.name().as_str(), keys.len()) {
+            ("SET", _) if first.contains(":lock:") => "lock",
+            ("SET", _) if first.contains(":token:") => "save",
+            ("EVALSHA", 2) if first.contains(":token:") => "look",
+            ("EVALSHA", 2) if first.contains(":logins:") => "reserve",
+            ("EVALSHA", 1) if first.contains(":lock:") => "unlock",
+            _ => "other",
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (pid, list) in by_process {
+        let mut login = vec![false; list.len()];
+        for (i, c) in list.iter().enumerate() {
+            if kind(c) != "lock" {
+                continue;
+            }
+            login[i] = true;
+            let entry = keys_of(c).first().and_then(|k| entry_of(k));
+            let same_entry = |c: &Monitored| keys_of(c).first().and_then(|k| entry_of(k)) == entry;
+            let before = |what: &str, same: bool, login: &mut Vec<bool>| {
+                if let Some(j) = (0..i)
+                    .rev()
+                    .find(|&j| !login[j] && kind(list[j]) == what && (!same || same_entry(list[j])))
+                {
+                    login[j] = true;
+                }
+            };
+            before("reserve", false, &mut login);
+            before("look", true, &mut login);
+            for what in ["look", "save", "unlock"] {
+                if let Some(j) = (i + 1..list.len())
+                    .find(|&j| !login[j] && kind(list[j]) == what && same_entry(list[j]))
+                {
+                    login[j] = true;
+                }
+            }
+        }
+        // The cold start: the process's first second.
+        let cold_until = list.first().map_or(0.0, |c| c.at + 1.0);
+        let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+        for (c, is_login) in list.iter().zip(&login) {
+            if !is_login && c.at >= cold_until {
+                *per_second.entry(c.at.floor() as i64).or_default() += 1;
+            }
+        }
+        out.insert(pid, per_second);
+    }
+    out
 }

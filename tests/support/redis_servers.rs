@@ -1622,3 +1622,66 @@ fn parse_monitor_line(line: &str) -> Option<Monitored> {
         args,
     })
 }
+
+/// Which process holds each established TCP connection to `port` on
+/// loopback: local port -> pid (from `ss -tnpH`).
+pub fn client_pids(port: u16) -> HashMap<u16, u32> {
+    let out = Command::new("ss")
+        .args([
+            "-tnpH",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
+        .output()
+        .expect("ss (iproute2) not runnable");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            // Recv-Q Send-Q Local Peer Process
+            let local = words.nth(2)?;
+            let local_port = local.rsplit_once(':')?.1.parse().ok()?;
+            let pid = line.split("pid=").nth(1)?.split(',').next()?.parse().ok()?;
+            Some((local_port, pid))
+        })
+        .collect()
+}
+
+/// Which process held each connection to a port while it was watched
+/// (local port -> pid), from `ss` every 100 ms on a thread of its own.
+pub struct ClientOwners {
+    owners: Arc<Mutex<HashMap<u16, u32>>>,
+    watching: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ClientOwners {
+    pub fn watch(port: u16) -> ClientOwners {
+        let owners: Arc<Mutex<HashMap<u16, u32>>> = Arc::default();
+        let watching = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (owners, watching) = (Arc::clone(&owners), Arc::clone(&watching));
+            thread::spawn(move || {
+                while watching.load(Ordering::SeqCst) {
+                    owners.lock().unwrap().extend(client_pids(port));
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        ClientOwners {
+            owners,
+            watching,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching; what was seen.
+    pub fn stop(mut self) -> HashMap<u16, u32> {
+        self.watching.store(false, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.owners.lock().unwrap().clone()
+    }
+}

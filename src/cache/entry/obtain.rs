@@ -4,18 +4,27 @@
 //! lock in the store so that one process in a fleet logs in per key.
 //!
 //! The lock covers the login call only: the budget slot is taken first,
-//! the lock (see `lock`) for about the login timeout after. A
-//! process whose fleet slot must wait looks at the store again before
-//! asking anew, and one refused a slot looks once more: if another process
-//! holds the entry's lock it waits for that login instead of failing. A
-//! process that finds another one logging in waits for its token with
-//! back-off (see `wait`), polling only the lock (one cheap store call)
-//! while it is held and looking for the token once it is gone, for at most
-//! a lock TTL (that login is being sent; a dead holder's lock expires, and
-//! one held longer is no live login's: it is taken over); a background
-//! refresh does not wait at all (its token is still valid): the next sweep
-//! takes the new one from the store.
+//! the lock (see `lock`) for about the login timeout after. A process
+//! whose fleet slot must wait looks at the store again before asking
+//! anew, and one refused a slot looks once more: if another process holds
+//! the entry's lock it waits for that login instead of failing. A process
+//! that finds another one logging in waits for its token (see `wait`), for
+//! at most a lock TTL (that login is being sent; a dead holder's lock
+//! expires, and one held longer is no live login's: it is taken over); a
+//! background refresh does not wait at all (its token is still valid):
+//! the next sweep takes the new one from the store.
+//!
+//! While a login waits (for another process's login, a fleet slot, a 429's
+//! hold), each of its store calls before it is sent takes the process's
+//! turn (see `pacer`): however many entries wait, the process asks the
+//! store at most twice a second. A background refresh always waits its
+//! turn; a caller's first look and first ask for a slot go at once while
+//! nothing of the process waits, so that cold taxpayers log in at once.
+//! One entry at a time asks the fleet for a slot of the budget, and what
+//! the fleet answers (no slot before a time) holds for the process's other
+//! entries, which wait for that time without asking.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -24,18 +33,24 @@ use tokio::time::Instant;
 use super::flight::{Phase, Progress};
 use super::lock::{lock_ttl, HeldLock};
 use super::state::{Entry, REFRESH_MARGIN};
-use super::wait::{Awaited, Awaiting};
+use super::wait::{Awaited, Awaiting, FLEET_POLL_FIRST};
 use crate::budget::{Grant, Urgency, DEFAULT_RATE_LIMIT_BACKOFF};
+use crate::cache::pacer::Closed;
 use crate::clock::after;
 use crate::error::Error;
 use crate::login::login;
-use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest};
+use crate::store::{lock_owner, Loaded, LoginSlot, SlotRequest, StoreError};
 use crate::token::{check_taxpayer, AccessToken};
 
-/// Ask again soon, after a store's answer this code does not know.
-const FLEET_ASK_AGAIN: Duration = Duration::from_millis(250);
 /// The shortest wait for the fleet's window, whatever the store answers.
 const MIN_FLEET_WAIT: Duration = Duration::from_millis(10);
+
+/// No turn to ask the store came before the login's deadline.
+struct NoTurn;
+
+/// When the calls of the login's attempt that took no turn were made (see
+/// `pacer`).
+type Counted = parking_lot::Mutex<Vec<Instant>>;
 
 impl Entry {
     /// Gets a new token for the entry (see the module docs). Runs inside
@@ -55,12 +70,35 @@ impl Entry {
             None => (rejected > 0).then(|| ctx.clock.at(rejected)),
         };
         let ttl = lock_ttl(&ctx.settings);
+        // Whether this login waits, so that its looks take turns (as they
+        // do while the process waits); and whether the fleet refused it a
+        // slot, so that its asks do too.
+        let mut paced = urgency.get().refresh;
+        let mut fleet_refused = false;
         let mut awaiting: Option<Awaiting> = None;
         let mut take_over = false;
         let mut rechecked = false;
+        let counted = Counted::default();
+        // What a wait for another's login last saw, if it looked.
+        let mut seen: Option<Option<Loaded>> = None;
         loop {
             // Someone may have shared a token, or be logging in for it.
-            let loaded = self.ctx.store("load", store.load(&self.store_key)).await;
+            let loaded = match seen.take() {
+                Some(loaded) => loaded,
+                None => self
+                    .ask(
+                        paced || ctx.pacer.waiting(&ctx.budget_key),
+                        urgency,
+                        &counted,
+                        "load",
+                        store.load(&self.store_key),
+                    )
+                    .await
+                    .map_err(|NoTurn| match &awaiting {
+                        Some(awaiting) => Error::timeout(awaiting.since().elapsed()),
+                        None => Error::RateLimited { retry_after: None },
+                    })?,
+            };
             let locked = loaded.as_ref().and_then(|l| l.locked);
             if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                 return Ok(token);
@@ -85,25 +123,47 @@ impl Entry {
                     // own login once sent, that login's time bounds the wait
                     // (the lock's TTL, which a dead holder cannot outlast).
                     progress.set(Phase::AwaitingFleet);
+                    paced = true;
+                    // The attempt became a wait: its calls stay counted.
+                    counted.lock().clear();
                     let awaiting = awaiting.get_or_insert_with(|| self.awaiting());
                     match self.await_fleet(lock_left, awaiting, ttl).await {
-                        Awaited::Gone => continue,
+                        Awaited::Gone(loaded) => {
+                            seen = loaded.map(Some);
+                            continue;
+                        }
                         Awaited::Outlived => take_over = true,
                     }
                 }
             }
             awaiting = None;
-            let slot = match self.login_slot(urgency, progress).await {
+            let slot = match self
+                .login_slot(urgency, progress, &counted, &mut fleet_refused)
+                .await
+            {
                 Ok(Some(slot)) => slot,
                 // Waited for the fleet's window: look at the store again.
-                Ok(None) => continue,
+                Ok(None) => {
+                    paced = true;
+                    continue;
+                }
                 Err(refusal) => {
                     // No slot in time; but another process may have taken
                     // the lock or shared the token since we looked. Waiting
                     // for its login is better than a refusal (once a login).
                     if !rechecked {
                         rechecked = true;
-                        let loaded = self.ctx.store("load", store.load(&self.store_key)).await;
+                        let loaded = self
+                            .ask(
+                                paced || ctx.pacer.waiting(&ctx.budget_key),
+                                urgency,
+                                &counted,
+                                "load",
+                                store.load(&self.store_key),
+                            )
+                            .await
+                            .ok()
+                            .flatten();
                         let locked = loaded.as_ref().is_some_and(|l| l.locked.is_some());
                         if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                             return Ok(token);
@@ -115,6 +175,8 @@ impl Entry {
                     return Err(self.refused(refusal));
                 }
             };
+            // The calls that led here are the login's own, as its lock is.
+            ctx.pacer.uncount(&std::mem::take(&mut *counted.lock()));
             let Some(lock) = HeldLock::take(self, ttl, take_over).await else {
                 // Another process took it since we looked (or, taking over,
                 // holds it as a live login would): wait for its token.
@@ -150,6 +212,27 @@ impl Entry {
         }
     }
 
+    /// A store call of a login not yet sent: after the process's turn when
+    /// `paced` (see `pacer`), at once otherwise (counted all the same).
+    async fn ask<T>(
+        &self,
+        paced: bool,
+        urgency: &Urgency,
+        counted: &Counted,
+        what: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<Option<T>, NoTurn> {
+        let pacer = &self.ctx.pacer;
+        if paced {
+            if !pacer.turn(urgency.get().deadline).await {
+                return Err(NoTurn);
+            }
+        } else {
+            counted.lock().push(pacer.count());
+        }
+        Ok(self.ctx.store(what, call).await)
+    }
+
     /// The token in `loaded`, if it passes the checks, is valid for a while
     /// and, for a refresh, is newer than the one held (`have` is its expiry).
     fn accept_shared(&self, loaded: Loaded, have: Option<Instant>) -> Option<AccessToken> {
@@ -183,11 +266,17 @@ impl Entry {
     /// keeps to its share of the budget (see `fleet_size`). `None`: the
     /// fleet's window had no slot yet and this waited for one; the entry
     /// may have been logged in for meanwhile, so the caller looks at the
-    /// store before asking again. A refusal is not counted here.
+    /// store before asking again. A refusal is not counted here. Once the
+    /// fleet has refused (`refused` is set), every ask takes its turn (see
+    /// `pacer`), as does a refresh's, and any while the process waits; a
+    /// caller's first ask, or its first after another's login it waited
+    /// for, goes at once.
     async fn login_slot(
         &self,
         urgency: &Urgency,
         progress: &Progress,
+        counted: &Counted,
+        refused: &mut bool,
     ) -> Result<Option<Slot<'_>>, Error> {
         let ctx = &self.ctx;
         let store = &ctx.settings.token_store;
@@ -206,50 +295,83 @@ impl Entry {
                 // The store is out of reach: our share is all there is.
                 return Ok(Some(Slot { grant, fleet: None }));
             }
+            // One entry at a time asks the fleet; what it hears holds for
+            // the others.
+            let asking = ctx.pacer.asking(&ctx.budget_key);
+            let asking = asking.lock().await;
+            if let Some(closed) = ctx.pacer.closed(&ctx.budget_key, Instant::now()) {
+                drop((asking, grant));
+                *refused = true;
+                counted.lock().clear();
+                return self.wait_for_fleet(closed, urgency).await;
+            }
             let request = SlotRequest {
                 count: limit.count,
                 window: limit.window(),
                 pace: grant.paced().then(|| limit.interval()),
                 id: lock_owner(),
             };
-            match self
-                .ctx
-                .store("reserve", store.reserve_login(&ctx.budget_key, &request))
-                .await
-            {
+            let reserve = store.reserve_login(&ctx.budget_key, &request);
+            let paced = *refused || urgency.get().refresh || ctx.pacer.waiting(&ctx.budget_key);
+            let answer = match self.ask(paced, urgency, counted, "reserve", reserve).await {
+                Ok(answer) => answer,
+                Err(NoTurn) => return Err(Error::RateLimited { retry_after: None }),
+            };
+            match answer {
                 Some(LoginSlot::Granted) => {
+                    ctx.pacer.open(&ctx.budget_key);
                     return Ok(Some(Slot {
                         grant,
                         fleet: Some(request.id),
-                    }))
+                    }));
                 }
                 None => {
                     // The store failed now: ask again within our share.
-                    drop(grant);
+                    drop((asking, grant));
                     share = Some(ctx.fallback_share());
                 }
                 Some(answer) => {
                     // Not ours (yet): give the local slot back, and wait for
                     // the fleet's window if the deadline allows.
-                    drop(grant);
                     let (ask_again, wait) = match answer {
                         LoginSlot::Pending { ask_again, wait } => (ask_again, wait),
                         LoginSlot::Wait(wait) => (wait, wait),
                         // Granted is above; a future answer: ask again soon.
-                        _ => (FLEET_ASK_AGAIN, FLEET_ASK_AGAIN),
+                        _ => (FLEET_POLL_FIRST, FLEET_POLL_FIRST),
                     };
                     // Never a tight loop, whatever a store answers.
-                    let at = after(Instant::now(), ask_again.max(MIN_FLEET_WAIT));
-                    if at > urgency.get().deadline {
-                        return Err(Error::RateLimited {
-                            retry_after: Some(wait.max(ask_again)),
-                        });
-                    }
-                    tokio::time::sleep_until(at).await;
-                    return Ok(None);
+                    let now = Instant::now();
+                    let closed = Closed {
+                        ask_again: after(now, ask_again.max(MIN_FLEET_WAIT)),
+                        slot: after(now, wait.max(ask_again)),
+                    };
+                    ctx.pacer.close(&ctx.budget_key, closed);
+                    drop((asking, grant));
+                    *refused = true;
+                    // A refused attempt is a wait: its calls stay counted.
+                    counted.lock().clear();
+                    return self.wait_for_fleet(closed, urgency).await;
                 }
             }
         }
+    }
+
+    /// The fleet has no slot before `closed.ask_again`: waits for then
+    /// (`None`: look at the store, and ask again), or, if the deadline
+    /// does not allow, refuses, saying when a slot frees.
+    async fn wait_for_fleet(
+        &self,
+        closed: Closed,
+        urgency: &Urgency,
+    ) -> Result<Option<Slot<'_>>, Error> {
+        if closed.ask_again > urgency.get().deadline {
+            return Err(Error::RateLimited {
+                retry_after: Some(closed.slot.saturating_duration_since(Instant::now())),
+            });
+        }
+        let _waiting = self.ctx.pacer.wait();
+        tokio::time::sleep_until(closed.ask_again).await;
+        Ok(None)
     }
 
     /// Sends the login.
