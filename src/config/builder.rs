@@ -12,7 +12,7 @@ use url::Url;
 use super::credentials::{check_secret, ClientCredentials, Credentials};
 use super::crypto_provider::check_crypto_provider;
 use super::environment::{parse_secure_url, token_endpoint, Environment};
-use super::login_client::login_client;
+use super::login_client::LoginClient;
 use super::settings::Settings;
 use crate::budget::{RateLimit, DEFAULT_LOGIN_RATE_LIMIT};
 use crate::error::Error;
@@ -98,7 +98,8 @@ impl fmt::Debug for UncheckedUrl {
 
 /// The caller's `reqwest::ClientBuilder`: `Debug` says only that there is
 /// one (its proxies may carry credentials).
-struct HttpClient(reqwest::ClientBuilder);
+/// The caller's builder, or (`false`) the default one.
+struct HttpClient(reqwest::ClientBuilder, bool);
 
 impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -130,7 +131,7 @@ impl TokenCacheBuilder {
             login_timeout: Some(DEFAULT_LOGIN_TIMEOUT),
             // A login happens about once an hour per taxpayer: no idle
             // connections kept.
-            http_client: HttpClient(reqwest::Client::builder().pool_max_idle_per_host(0)),
+            http_client: HttpClient(reqwest::Client::builder().pool_max_idle_per_host(0), false),
             login_middlewares: LoginMiddlewares::default(),
             login_rate_limit: Some((count, period)),
             max_login_wait: DEFAULT_MAX_LOGIN_WAIT,
@@ -247,7 +248,7 @@ impl TokenCacheBuilder {
     /// Defaults to a client that keeps no idle connections (a login happens
     /// about once an hour per taxpayer).
     pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
-        self.http_client = HttpClient(builder);
+        self.http_client = HttpClient(builder, true);
         self
     }
 
@@ -537,18 +538,11 @@ impl TokenCacheBuilder {
         }
         let token_url = token_endpoint(&identity_base)?;
         check_crypto_provider()?;
-        let http_client = self
-            .http_client
-            .0
-            // A login never follows a redirect, and never leaves https.
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(token_url.scheme() == "https")
-            // Verbose connections log what they carry: the form with the
-            // secret, the answer with the token.
-            .connection_verbose(false)
-            .build()
-            .map_err(|e| Error::InvalidConfig(format!("cannot build the HTTP client: {e}")))?;
-        let http_client = login_client(http_client, self.login_middlewares.0, &token_url);
+        let http_client = if self.http_client.1 {
+            LoginClient::now(self.http_client.0, self.login_middlewares.0, &token_url)?
+        } else {
+            LoginClient::later(self.http_client.0, self.login_middlewares.0, &token_url)
+        };
         let Credentials {
             client_id,
             client_secret,

@@ -9,6 +9,7 @@ use url::Url;
 
 use super::credentials::ClientCredentials;
 use super::environment::Environment;
+use super::login_client::LoginClient;
 use crate::budget::RateLimit;
 use crate::failure::FailurePolicy;
 use crate::store::TokenStore;
@@ -23,7 +24,7 @@ pub(crate) struct Settings {
     pub(crate) refresh_retry_after: Duration,
     pub(crate) login_timeout: Option<Duration>,
     /// The caller's client behind its login middlewares (see `login_client`).
-    pub(crate) http_client: reqwest_middleware::ClientWithMiddleware,
+    pub(crate) http_client: LoginClient,
     pub(crate) login_rate_limit: Option<RateLimit>,
     pub(crate) max_login_wait: Duration,
     pub(crate) idle_after: Duration,

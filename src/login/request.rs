@@ -53,6 +53,7 @@ async fn send(
     let forms = secret.forms();
     let mut request = settings
         .http_client
+        .get()?
         .post(settings.token_url.clone())
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")

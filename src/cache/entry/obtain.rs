@@ -137,6 +137,9 @@ impl Entry {
                 }
             }
             awaiting = None;
+            // A login is needed: its client is built now if it was not
+            // (a failure spends no slot of the budget).
+            ctx.settings.http_client.get()?;
             let slot = match self
                 .login_slot(urgency, progress, &counted, &mut fleet_refused)
                 .await
