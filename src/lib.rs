@@ -53,6 +53,10 @@
 //! # let _ = (header, theirs); Ok(()) }
 //! ```
 //!
+//! An SDK that takes any [`TokenSource`] (`Arc<dyn TokenSource>`) gets the
+//! application's cache from its user and a fake in its own tests; see the
+//! [middleware guide](guide::middleware).
+//!
 //! # What the cache guarantees
 //!
 //! - One login in flight per entry (identity URL + client ID + scope + taxpayer);
@@ -79,6 +83,10 @@
 //! - `store`: sharing tokens, logins and the budget beyond one process
 //!   ([`TokenStore`], [`MemoryTokenStore`], `SqliteTokenStore` for one
 //!   host, `RedisTokenStore` for a fleet);
+//! - `source`: [`TokenSource`], what any giver of tokens offers (the
+//!   cache's side of it is `cache::source`);
+//! - `auth`: the way of one request through the auth layer (origins, token,
+//!   headers, 401 and retry), shared by every client stack;
 //! - `middleware`: [`AuthMiddleware`]; `retry`: reqwest-retry support;
 //! - `stats`: [`CacheStats`]; `metrics`: the `metrics` facade;
 //! - [`guide`]: the guide (intermediaries, hosts, fleets, 401s, security,
@@ -89,6 +97,7 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod auth;
 mod budget;
 mod cache;
 mod claims;
@@ -108,6 +117,7 @@ mod rejection;
 #[cfg(feature = "retry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub mod retry;
+mod source;
 mod stats;
 mod store;
 mod taxpayer;
@@ -126,6 +136,7 @@ pub use failure::{DEFAULT_LOGIN_ERROR_BACKOFF, DEFAULT_TRANSIENT_ERROR_BACKOFF};
 pub use login::MAX_RETRY_AFTER;
 pub use middleware::AuthMiddleware;
 pub use rejection::DEFAULT_REJECTION_MEMORY;
+pub use source::TokenSource;
 pub use stats::{CacheStats, StoreErrors};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -129,6 +129,53 @@ impl AccessToken {
         }))
     }
 
+    /// A token issued elsewhere: `access_token`, valid for `expires_in` from
+    /// now, acting for `on_behalf_of` (`None`: the plain login). For a
+    /// [`TokenSource`](crate::TokenSource) of your own, such as a test's
+    /// fake. It obeys the rules of every token: not empty, sendable in a
+    /// header, `expires_in` between 1 second and [`MAX_TOKEN_LIFETIME`];
+    /// otherwise [`Error::InvalidConfig`] (never quoting the token).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use myinvois_auth::{AccessToken, OnBehalfOf};
+    ///
+    /// let token = AccessToken::from_secret("abc", Duration::from_secs(3600), None)?;
+    /// assert_eq!(token.authorization_header(), "Bearer abc");
+    /// let theirs = AccessToken::from_secret("def", Duration::from_secs(60), Some(OnBehalfOf::new("C25845632020")))?;
+    /// assert_eq!(theirs.on_behalf_of().map(|t| t.as_str()), Some("C25845632020"));
+    /// assert!(AccessToken::from_secret("a b", Duration::from_secs(60), None).is_err());
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    pub fn from_secret(
+        access_token: impl Into<String>,
+        expires_in: Duration,
+        on_behalf_of: Option<OnBehalfOf>,
+    ) -> Result<Self, Error> {
+        let secret = access_token.into();
+        let header = checked_token(&secret, expires_in).map_err(|error| match error {
+            Error::InvalidResponse { reason, .. } => {
+                Error::InvalidConfig(format!("AccessToken::from_secret: {reason}"))
+            }
+            other => other,
+        })?;
+        let rejections = Arc::default();
+        let owner = Owner {
+            on_behalf_of: on_behalf_of.as_ref(),
+            refresh_before: Duration::ZERO,
+            rejections: &rejections,
+            taxpayer: None,
+        };
+        let issued = Issued {
+            secret,
+            header,
+            lifetime: expires_in,
+            scope: None,
+            sent_at: Instant::now(),
+        };
+        Ok(AccessToken::new(issued, Utc::now(), &owner))
+    }
+
     /// The token to send as `Authorization: Bearer <secret>`. Treat it as a password.
     pub fn secret(&self) -> &str {
         &self.0.secret

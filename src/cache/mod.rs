@@ -2,6 +2,7 @@
 //! what those entries share.
 //!
 //! - `token_cache`: the [`TokenCache`] handle and everything it offers;
+//! - `source`: the cache as a [`TokenSource`](crate::TokenSource);
 //! - `build`: where a cache is built (`TokenCacheBuilder::build`,
 //!   `TokenCache::from_env`);
 //! - `table`: the table of taxpayer entries (lock-free lookups, sampled LRU
@@ -19,6 +20,7 @@ mod entry;
 mod pacer;
 #[cfg(feature = "metrics")]
 mod report;
+mod source;
 mod table;
 mod token_cache;
 

@@ -109,7 +109,7 @@ impl TokenCache {
     pub async fn token(&self) -> Result<AccessToken, Error> {
         let now = self.inner.ctx.clock.now();
         self.maybe_sweep(now);
-        self.inner.plain.token(now, self.max_login_wait()).await
+        self.inner.plain.token(now, self.login_wait()).await
     }
 
     /// A valid token for an intermediary acting for `taxpayer` (a TIN, or
@@ -121,7 +121,7 @@ impl TokenCache {
         &self,
         taxpayer: impl AsRef<str>,
     ) -> Result<AccessToken, Error> {
-        self.taxpayer_token(taxpayer.as_ref(), self.max_login_wait())
+        self.taxpayer_token(taxpayer.as_ref(), self.login_wait())
             .await
     }
 
@@ -140,13 +140,13 @@ impl TokenCache {
     }
 
     /// How long a caller may wait for a login (the builder's `max_login_wait`).
-    pub(crate) fn max_login_wait(&self) -> Duration {
+    pub(super) fn login_wait(&self) -> Duration {
         self.inner.ctx.settings.max_login_wait
     }
 
     /// The token for `on_behalf_of`, or the plain login's for `None`,
     /// waiting at most `wait` for a login to be sent.
-    pub(crate) async fn token_for(
+    pub(super) async fn token_within(
         &self,
         on_behalf_of: Option<&OnBehalfOf>,
         wait: Duration,
@@ -161,16 +161,19 @@ impl TokenCache {
         }
     }
 
-    /// Whether a valid token for `on_behalf_of` is cached (no login needed).
-    pub(crate) fn has_token(&self, on_behalf_of: Option<&OnBehalfOf>) -> bool {
+    /// The valid token cached for `on_behalf_of`, if any (no login, no
+    /// wait): the hot path.
+    #[inline]
+    pub(super) fn cached(&self, on_behalf_of: Option<&OnBehalfOf>) -> Option<AccessToken> {
         let now = self.inner.ctx.clock.now();
+        self.maybe_sweep(now);
         match on_behalf_of {
-            None => self.inner.plain.cached(now).is_some(),
+            None => self.inner.plain.cached(now),
             Some(taxpayer) => self
                 .inner
                 .taxpayers
-                .with(taxpayer.as_str(), |e| e.cached(now).is_some())
-                .unwrap_or(false),
+                .with(taxpayer.as_str(), |e| e.cached(now))
+                .flatten(),
         }
     }
 
@@ -253,14 +256,14 @@ impl TokenCache {
     /// for the verdict of another taxpayer's renewal deciding at the same
     /// endpoint, so that taxpayers meeting an endpoint at once do not each
     /// spend a login on it.
-    pub(crate) async fn rejected_waiting(
+    pub(super) async fn rejected_after_verdict(
         &self,
         token: &AccessToken,
         method: &http::Method,
         path: &str,
     ) -> bool {
         let endpoint = endpoint(method, path);
-        let deadline = after(Instant::now(), self.max_login_wait());
+        let deadline = after(Instant::now(), self.login_wait());
         loop {
             match self.verdict(token, &endpoint) {
                 Verdict::Renew => return self.renew(token),

@@ -19,6 +19,7 @@ mod redirects;
 mod retry;
 mod secrets;
 mod sim;
+mod source;
 mod store;
 mod support;
 mod tls;

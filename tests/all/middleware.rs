@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{bearers, client, Api, Identity};
+use crate::support::{bearers, client, Api, Identity, LogCapture};
 
 #[tokio::test]
 async fn calls_to_the_api_carry_the_cached_bearer_token() {
@@ -262,4 +262,50 @@ fn an_api_url_that_would_leak_the_token_is_refused() {
         .api_url("http://api.example.com")
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_401_lines_name_the_endpoint_with_ids_made_alike() {
+    let log = LogCapture::start();
+    let identity = Identity::start().await;
+    let (api_server, api) = Api::start().await;
+    let cache = identity.cache();
+    let client = client(&cache, &api_server);
+    api.revoke(cache.token().await.unwrap().secret());
+    let url = format!("{}/api/v1.0/documents/SECRETID42/raw", api_server.uri());
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    api.reject_all();
+    let streaming = reqwest::Body::wrap(http_body_util::Full::new(&b"x"[..]));
+    client
+        .post(format!(
+            "{}/api/v1.0/documentsubmissions/SUB77",
+            api_server.uri()
+        ))
+        .body(streaming)
+        .send()
+        .await
+        .unwrap();
+    let text = log.text();
+    let line = |what: &str| {
+        text.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no line {what:?} in {text}"))
+    };
+    let retry = line("retrying once with a new token");
+    assert!(
+        retry.contains("endpoint=GET /api/v1.0/documents/*/raw"),
+        "{retry}"
+    );
+    let streamed = line("401 on a streaming request");
+    assert!(
+        streamed.contains("endpoint=POST /api/v1.0/documentsubmissions/*"),
+        "{streamed}"
+    );
+    assert!(
+        !text.contains("SECRETID42") && !text.contains("SUB77"),
+        "{text}"
+    );
 }

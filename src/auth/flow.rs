@@ -1,0 +1,200 @@
+//! [`Auth`]: one request's way through the auth layer, written once for
+//! every client stack ([`Exchange`]): which request gets a token, the token
+//! (and the wait before a retried login), the headers, and what a 401
+//! leads to (one renewal and one retry when the body can be replayed).
+
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::{Extensions, HeaderName, HeaderValue, StatusCode};
+use tokio::time::Instant;
+
+use super::exchange::Exchange;
+use super::origins::Origins;
+use crate::clock::after;
+use crate::error::Error;
+use crate::login::ON_BEHALF_OF;
+use crate::rejection::{endpoint, shows_token_got_through};
+use crate::source::TokenSource;
+use crate::taxpayer::OnBehalfOf;
+use crate::token::AccessToken;
+
+/// A token source and the API origins its tokens go to.
+#[derive(Clone)]
+pub(crate) struct Auth {
+    source: Arc<dyn TokenSource>,
+    origins: Origins,
+}
+
+/// Left in a request's extensions by a failed login: when asking again for
+/// that taxpayer's token may succeed.
+#[derive(Debug, Clone)]
+struct AskAgainAt {
+    at: Instant,
+    taxpayer: Option<OnBehalfOf>,
+}
+
+impl Auth {
+    /// `source`'s tokens go to `origins` only.
+    pub(crate) fn new(source: Arc<dyn TokenSource>, origins: Origins) -> Self {
+        Auth { source, origins }
+    }
+
+    /// Also authenticate requests to the origin of `url`.
+    pub(crate) fn add_origin(&mut self, url: &str) -> Result<(), Error> {
+        self.origins.add(url)
+    }
+
+    /// The token source.
+    pub(crate) fn source(&self) -> &Arc<dyn TokenSource> {
+        &self.source
+    }
+
+    /// Whether `request` gets a token (see [`Origins::authenticate`]).
+    #[inline]
+    pub(crate) fn applies<X: Exchange>(&self, request: &X::Request) -> bool {
+        self.origins
+            .authenticate(X::origin(request), X::headers(request))
+    }
+
+    /// Sends `request` (which [`applies`](Self::applies)) with a token
+    /// through `next`; on a 401 the token is reported, and, when a new
+    /// token may help and the request could be copied, the copy is sent
+    /// once more with a new one.
+    pub(crate) async fn send<X: Exchange>(
+        &self,
+        mut next: X,
+        mut request: X::Request,
+        extensions: &mut Extensions,
+    ) -> Result<X::Response, X::Error> {
+        let taxpayer = X::taxpayer(&request, extensions).cloned();
+        let token = self
+            .token(taxpayer.as_ref(), extensions)
+            .await
+            .map_err(X::fail)?;
+        if let Some(taxpayer) = &taxpayer {
+            let name = HeaderName::from_static(ON_BEHALF_OF);
+            let headers = X::headers_mut(&mut request);
+            if !headers.contains_key(&name) {
+                // Validated by the source before it issued the token; a
+                // fake source's may not be.
+                let value = HeaderValue::from_str(taxpayer.as_str())
+                    .map_err(|_| X::fail(invalid(taxpayer)))?;
+                headers.insert(name, value);
+            }
+        }
+        // The copy for a retry also names the endpoint afterwards; a request
+        // that cannot be copied (a streaming body) names it now.
+        let retry = X::try_clone(&request);
+        let named;
+        let (method, path) = match &retry {
+            Some(copy) => (X::method(copy), X::path(copy)),
+            None => {
+                named = (X::method(&request).clone(), X::path(&request).to_owned());
+                (&named.0, named.1.as_str())
+            }
+        };
+        X::headers_mut(&mut request).insert(AUTHORIZATION, token.authorization_header());
+        let response = next.send(request, extensions).await?;
+        let status = X::status(&response);
+        if status != StatusCode::UNAUTHORIZED {
+            if shows_token_got_through(status) {
+                self.source.accepted(&token, method, path);
+            }
+            return Ok(response);
+        }
+        if !self.source.rejected_waiting(&token, method, path).await {
+            // This endpoint's 401s are not about the token: a new one would not help.
+            return Ok(response);
+        }
+        let Some(mut retry) = retry else {
+            tracing::debug!(
+                endpoint = %endpoint(method, path).template,
+                "401 on a streaming request: its token is retired, the request not retried"
+            );
+            return Ok(response);
+        };
+        let fresh = self
+            .token(taxpayer.as_ref(), extensions)
+            .await
+            .map_err(X::fail)?;
+        if fresh.same_token(&token) {
+            return Ok(response);
+        }
+        X::headers_mut(&mut retry).insert(AUTHORIZATION, fresh.authorization_header());
+        let (method, path) = (X::method(&retry).clone(), X::path(&retry).to_owned());
+        tracing::info!(
+            endpoint = %endpoint(&method, &path).template,
+            "401 from the API: retrying once with a new token"
+        );
+        self.source.retrying(&fresh, &method, &path);
+        drop(response);
+        let response = next.send(retry, extensions).await?;
+        let status = X::status(&response);
+        if status == StatusCode::UNAUTHORIZED {
+            // Rejected with a fresh token too: learned, nothing invalidated.
+            self.source.rejected(&fresh, &method, &path);
+        } else if shows_token_got_through(status) {
+            self.source.accepted(&fresh, &method, &path);
+        }
+        Ok(response)
+    }
+
+    /// The token for the request: the cached one, or, after what is left of
+    /// a failed login's wait (see below), the source's within
+    /// `max_login_wait`.
+    ///
+    /// A failure that a later login may cure marks the request's
+    /// extensions with when to ask again, and for which taxpayer; a retry
+    /// of the request (a retry middleware outside this one runs it again
+    /// with the same extensions) that still has no valid token waits until
+    /// then first, so that it never comes before the 429's `Retry-After`
+    /// or the failure memory's back-off. That wait counts against the
+    /// caller's `max_login_wait` (a wait longer than that is not made: the
+    /// caller gets the error at once, as any caller would).
+    #[inline]
+    async fn token(
+        &self,
+        taxpayer: Option<&OnBehalfOf>,
+        extensions: &mut Extensions,
+    ) -> Result<AccessToken, Error> {
+        let marked = extensions.remove::<AskAgainAt>();
+        if let Some(token) = self.source.cached_token(taxpayer) {
+            return Ok(token);
+        }
+        let mut wait = self.source.max_login_wait();
+        if let Some(marked) = marked {
+            let now = Instant::now();
+            if marked.taxpayer.as_ref() == taxpayer && marked.at > now && marked.at - now <= wait {
+                tokio::time::sleep_until(marked.at).await;
+                wait -= marked.at - now;
+            }
+        }
+        self.source
+            .token_for(taxpayer, wait)
+            .await
+            .inspect_err(|error| {
+                if let (true, Some(later)) = (error.is_transient(), error.retry_after()) {
+                    extensions.insert(AskAgainAt {
+                        at: after(Instant::now(), later),
+                        taxpayer: taxpayer.cloned(),
+                    });
+                }
+            })
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("origins", &self.origins)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(taxpayer: &OnBehalfOf) -> Error {
+    Error::InvalidTaxpayer {
+        value: taxpayer.as_str().to_owned(),
+        reason: "it cannot be sent as an HTTP header",
+    }
+}
