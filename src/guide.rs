@@ -4,8 +4,9 @@
 //! (`docs/*.md` in the repository, pulled in here so that docs.rs shows them
 //! and their examples run as doctests).
 //!
-//! - [`middleware`]: which requests get a token, and the order of a stack with
-//!   reqwest-tracing and reqwest-retry.
+//! - [`middleware`]: which requests get a token, other token sources, the
+//!   tower layer, and the order of a stack with reqwest-tracing and
+//!   reqwest-retry.
 //! - [`rejections`]: the 401 rules: a revoked token costs one login, an
 //!   endpoint whose 401s a new token does not cure at most one per memory.
 //! - [`errors`]: the one [`Error`](crate::Error) type, and finding it inside
@@ -27,9 +28,12 @@
 //! - [`benchmarks`]: what the benchmarks measure, their targets and results.
 
 #[doc = include_str!("../docs/middleware.md")]
-// Links to items of the `retry` feature resolve when it is on (docs.rs
-// builds with every feature).
-#[cfg_attr(not(feature = "retry"), allow(rustdoc::broken_intra_doc_links))]
+// Links to items of the `retry` and `tower` features resolve when they are
+// on (docs.rs builds with every feature).
+#[cfg_attr(
+    not(all(feature = "retry", feature = "tower")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 pub mod middleware {}
 
 #[doc = include_str!("../docs/rejections.md")]
@@ -67,7 +71,12 @@ pub mod observability {}
 
 #[doc = include_str!("../docs/features.md")]
 #[cfg_attr(
-    not(all(feature = "redis", feature = "retry", feature = "metrics")),
+    not(all(
+        feature = "redis",
+        feature = "retry",
+        feature = "metrics",
+        feature = "tower"
+    )),
     allow(rustdoc::broken_intra_doc_links)
 )]
 pub mod features {}

@@ -87,7 +87,8 @@
 //!   cache's side of it is `cache::source`);
 //! - `auth`: the way of one request through the auth layer (origins, token,
 //!   headers, 401 and retry), shared by every client stack;
-//! - `middleware`: [`AuthMiddleware`]; `retry`: reqwest-retry support;
+//! - `middleware`: [`AuthMiddleware`]; `tower`: the tower layer
+//!   (`AuthLayer`); `retry`: reqwest-retry support;
 //! - `stats`: [`CacheStats`]; `metrics`: the `metrics` facade;
 //! - [`guide`]: the guide (intermediaries, hosts, fleets, 401s, security,
 //!   configuration, observability, errors, benchmarks), docs only;
@@ -122,6 +123,9 @@ mod stats;
 mod store;
 mod taxpayer;
 mod token;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use budget::{DEFAULT_LOGIN_RATE_LIMIT, DEFAULT_RATE_LIMIT_BACKOFF, PACING_MARGIN};
 pub use cache::TokenCache;

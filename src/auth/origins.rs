@@ -28,6 +28,23 @@ impl<'a> Origin<'a> {
             port: url.port_or_known_default(),
         })
     }
+
+    /// The origin of an `http::Uri` (tower's requests): none for a URI
+    /// without scheme or host (a path alone names no origin).
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn of_uri(uri: &'a http::Uri) -> Option<Self> {
+        let scheme = uri.scheme_str()?;
+        Some(Origin {
+            scheme,
+            host: uri.host()?,
+            port: uri.port_u16().or(match scheme {
+                "https" => Some(443),
+                "http" => Some(80),
+                _ => None,
+            }),
+        })
+    }
 }
 
 /// One API origin, kept as `Url` names it (scheme and host in lower case).
@@ -101,7 +118,17 @@ mod tests {
         let none = HeaderMap::new();
         let yes = |s: &str| {
             let url = Url::parse(s).unwrap();
-            origins.authenticate(Origin::of_url(&url), &none)
+            let by_url = origins.authenticate(Origin::of_url(&url), &none);
+            #[cfg(feature = "tower")]
+            {
+                let uri: http::Uri = s.parse().unwrap();
+                assert_eq!(
+                    by_url,
+                    origins.authenticate(Origin::of_uri(&uri), &none),
+                    "{s}"
+                );
+            }
+            by_url
         };
         assert!(yes("https://api.example.com/x"));
         assert!(yes("https://API.Example.com:443/x"));
@@ -110,6 +137,11 @@ mod tests {
         assert!(!yes("https://api.example.com:8443/x"));
         assert!(!yes("https://api.example.com.evil.test/x"));
         assert!(!yes("http://127.0.0.1:8082/"));
+        #[cfg(feature = "tower")]
+        assert!(
+            !origins.authenticate(Origin::of_uri(&"/x".parse().unwrap()), &none),
+            "a path alone"
+        );
         let mut mine = HeaderMap::new();
         mine.insert(AUTHORIZATION, "Bearer mine".parse().unwrap());
         let url = Url::parse("https://api.example.com/x").unwrap();

@@ -23,3 +23,5 @@ mod source;
 mod store;
 mod support;
 mod tls;
+#[cfg(feature = "tower")]
+mod tower;

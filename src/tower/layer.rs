@@ -1,0 +1,79 @@
+//! [`AuthLayer`]: the tower layer, built over a token source and the API
+//! origins its tokens go to.
+
+use std::sync::Arc;
+
+use super::service::AuthService;
+use crate::auth::{Auth, Origins};
+use crate::cache::TokenCache;
+use crate::error::Error;
+use crate::source::TokenSource;
+
+/// A tower layer that authenticates MyInvois API calls: the behaviour of
+/// [`AuthMiddleware`](crate::AuthMiddleware) for `http::Request<B>`
+/// services (see the [module docs](super)).
+///
+/// ```
+/// # use myinvois_auth::{tower::AuthLayer, Credentials, TokenCache};
+/// # let cache = TokenCache::builder(Credentials::new("id", "secret"))
+/// #     .identity_url("http://127.0.0.1:8080").build()?;
+/// let layer = AuthLayer::from_source(std::sync::Arc::new(cache), "http://127.0.0.1:8081")?;
+/// # let _ = layer;
+/// # Ok::<(), myinvois_auth::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    auth: Auth,
+}
+
+impl AuthLayer {
+    /// A layer for `cache`, authenticating requests to the API origin of
+    /// the cache's environment (none when the cache was built with only an
+    /// identity URL: add one with [`api_url`](Self::api_url)).
+    pub fn new(cache: TokenCache) -> Self {
+        let origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
+        AuthLayer {
+            auth: Auth::new(Arc::new(cache), origins),
+        }
+    }
+
+    /// A layer taking its tokens from any [`TokenSource`], authenticating
+    /// requests to the origin (scheme, host, port) of `api_url`: `https`,
+    /// or `http` to a loopback host, since it receives the token.
+    pub fn from_source(
+        source: Arc<dyn TokenSource>,
+        api_url: impl AsRef<str>,
+    ) -> Result<Self, Error> {
+        let mut auth = Auth::new(source, Origins::default());
+        auth.add_origin(api_url.as_ref())?;
+        Ok(AuthLayer { auth })
+    }
+
+    /// Also authenticate requests to the origin (scheme, host, port) of
+    /// `url` (`https`, or `http` to a loopback host).
+    ///
+    /// ```
+    /// # use myinvois_auth::{tower::AuthLayer, Credentials, TokenCache};
+    /// # let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    /// #     .identity_url("http://127.0.0.1:8080").build()?;
+    /// assert!(AuthLayer::new(cache).api_url("http://example.com").is_err());
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    pub fn api_url(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
+        self.auth.add_origin(url.as_ref())?;
+        Ok(self)
+    }
+
+    /// The source this layer takes its tokens from.
+    pub fn source(&self) -> &Arc<dyn TokenSource> {
+        self.auth.source()
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService::new(inner, Arc::new(self.auth.clone()))
+    }
+}
