@@ -61,7 +61,7 @@ async fn worker(identity: &str, api: &str, redis: &str, n: &str) -> DemoResult {
         .fleet_size(WORKERS as u32)
         .build()?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::new(cache.clone()).api_url(api)?)
+        .with(AuthMiddleware::with_api_url(cache.clone(), api)?)
         .build();
     let url = format!("{api}/api/v1.0/documenttypes");
     let mut calls = vec![tokio::spawn(client.get(&url).send())];

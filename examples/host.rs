@@ -50,7 +50,7 @@ async fn worker(identity: &str, api: &str, file: &str, n: &str) -> DemoResult {
         .token_store(Arc::new(SqliteTokenStore::new(file)))
         .build()?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::new(cache.clone()).api_url(api)?)
+        .with(AuthMiddleware::with_api_url(cache.clone(), api)?)
         .build();
     let url = format!("{api}/api/v1.0/documenttypes");
     let mut calls = vec![tokio::spawn(client.get(&url).send())];

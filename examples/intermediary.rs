@@ -64,7 +64,10 @@ async fn run() -> DemoResult {
         .max_login_wait(Duration::from_secs(15))
         .build()?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::new(cache.clone()).api_url(stand_ins.api_url())?)
+        .with(AuthMiddleware::with_api_url(
+            cache.clone(),
+            stand_ins.api_url(),
+        )?)
         .build();
     let url = format!("{}/api/v1.0/documents/recent", stand_ins.api_url());
 

@@ -65,7 +65,10 @@ fn stack(cache: &TokenCache, stand_ins: &StandIns) -> DemoResult<ClientWithMiddl
     Ok(ClientBuilder::new(reqwest::Client::new())
         .with(TracingMiddleware::default())
         .with(retry::middleware(policy))
-        .with(AuthMiddleware::new(cache.clone()).api_url(stand_ins.api_url())?)
+        .with(AuthMiddleware::with_api_url(
+            cache.clone(),
+            stand_ins.api_url(),
+        )?)
         .build())
 }
 

@@ -416,7 +416,7 @@ impl Demo {
             .login_rate_limit(60, Duration::from_secs(1))
             .build()?;
         let client = ClientBuilder::new(reqwest::Client::new())
-            .with(AuthMiddleware::new(cache.clone()).api_url(api.uri())?)
+            .with(AuthMiddleware::with_api_url(cache.clone(), api.uri())?)
             .build();
         println!("Fake identity service at {}", identity.uri());
         println!("Fake MyInvois API at      {}", api.uri());

@@ -64,20 +64,58 @@ use crate::taxpayer::OnBehalfOf;
 /// reqwest-retry outside this layer with `retry::LoginRetryStrategy` (cargo
 /// feature `retry`): a retried request then waits for the failure's
 /// `retry_after` before asking for a token again.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthMiddleware {
     auth: Auth,
 }
 
+/// Its name in its warnings.
+const NAME: &str = "AuthMiddleware";
+
+impl std::fmt::Debug for AuthMiddleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.auth, f)
+    }
+}
+
 impl AuthMiddleware {
     /// A middleware for `cache`, authenticating requests to the API origin of
-    /// the cache's environment (none when the cache was built with only an
-    /// identity URL: add one with [`api_url`](Self::api_url)).
+    /// the cache's environment.
+    ///
+    /// A cache built from an identity URL alone names no API origin: such a
+    /// middleware would send every request without a token. It warns (WARN) now,
+    /// and once more at the first request that passes through unless an
+    /// origin was added with [`api_url`](Self::api_url) before; build it with
+    /// [`with_api_url`](Self::with_api_url) instead.
     pub fn new(cache: TokenCache) -> Self {
         let origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
         AuthMiddleware {
-            auth: Auth::new(Arc::new(cache), origins),
+            auth: Auth::new(Arc::new(cache), origins, NAME),
         }
+    }
+
+    /// A middleware for `cache`, authenticating requests to the origin
+    /// (scheme, host, port) of `api_url` (and to the API origin of the
+    /// cache's environment, if it has one). The URL must be `https`, or
+    /// `http` to a loopback host, since it receives the token.
+    ///
+    /// ```
+    /// use myinvois_auth::{Credentials, TokenCache, AuthMiddleware};
+    ///
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .identity_url("http://127.0.0.1:8080")
+    ///     .build()?;
+    /// let auth = AuthMiddleware::with_api_url(cache.clone(), "http://127.0.0.1:8081")?;
+    /// assert!(AuthMiddleware::with_api_url(cache, "http://example.com").is_err());
+    /// # let _ = auth;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    pub fn with_api_url(cache: TokenCache, api_url: impl AsRef<str>) -> Result<Self, Error> {
+        let mut origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
+        origins.add(api_url.as_ref())?;
+        Ok(AuthMiddleware {
+            auth: Auth::new(Arc::new(cache), origins, NAME),
+        })
     }
 
     /// A middleware taking its tokens from any [`TokenSource`] (a
@@ -100,9 +138,11 @@ impl AuthMiddleware {
         source: Arc<dyn TokenSource>,
         api_url: impl AsRef<str>,
     ) -> Result<Self, Error> {
-        let mut auth = Auth::new(source, Origins::default());
-        auth.add_origin(api_url.as_ref())?;
-        Ok(AuthMiddleware { auth })
+        let mut origins = Origins::default();
+        origins.add(api_url.as_ref())?;
+        Ok(AuthMiddleware {
+            auth: Auth::new(source, origins, NAME),
+        })
     }
 
     /// Also authenticate requests to the origin (scheme, host, port) of `url`.
@@ -112,8 +152,9 @@ impl AuthMiddleware {
     /// # use myinvois_auth::{AuthMiddleware, Credentials, TokenCache};
     /// # let cache = TokenCache::builder(Credentials::new("id", "secret"))
     /// #     .identity_url("http://127.0.0.1:8080").build()?;
-    /// let auth = AuthMiddleware::new(cache.clone()).api_url("http://127.0.0.1:8081")?;
-    /// assert!(AuthMiddleware::new(cache).api_url("http://example.com").is_err());
+    /// let auth = AuthMiddleware::with_api_url(cache, "http://127.0.0.1:8081")?
+    ///     .api_url("http://127.0.0.1:8082")?;
+    /// assert!(auth.clone().api_url("http://example.com").is_err());
     /// # let _ = auth;
     /// # Ok::<(), myinvois_auth::Error>(())
     /// ```

@@ -273,11 +273,7 @@ async fn fleet_worker() {
         }
         "expiry" => {
             let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                .with(
-                    AuthMiddleware::new(cache.clone())
-                        .api_url(&identity)
-                        .unwrap(),
-                )
+                .with(AuthMiddleware::with_api_url(cache.clone(), &identity).unwrap())
                 .build();
             let until = Instant::now() + Duration::from_secs(env("FLEET_SECONDS").parse().unwrap());
             let (mut ok, mut failed) = (0, 0);

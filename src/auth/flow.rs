@@ -3,6 +3,7 @@
 //! (and the wait before a retried login), the headers, and what a 401
 //! leads to (one renewal and one retry when the body can be replayed).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
@@ -10,7 +11,7 @@ use http::{Extensions, HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::exchange::Exchange;
-use super::origins::Origins;
+use super::origins::{Origin, Origins};
 use crate::clock::after;
 use crate::error::Error;
 use crate::login::ON_BEHALF_OF;
@@ -24,6 +25,11 @@ use crate::token::AccessToken;
 pub(crate) struct Auth {
     source: Arc<dyn TokenSource>,
     origins: Origins,
+    /// The layer's name in its warnings (`AuthMiddleware`, `AuthLayer`).
+    name: &'static str,
+    /// Whether the warning that it has no API origin was given at a
+    /// request (once, for every clone).
+    warned: Arc<AtomicBool>,
 }
 
 /// Left in a request's extensions by a failed login: when asking again for
@@ -35,9 +41,25 @@ struct AskAgainAt {
 }
 
 impl Auth {
-    /// `source`'s tokens go to `origins` only.
-    pub(crate) fn new(source: Arc<dyn TokenSource>, origins: Origins) -> Self {
-        Auth { source, origins }
+    /// `source`'s tokens go to `origins` only; `name` is the layer's, for
+    /// its warnings. Without any origin, no request would ever get a
+    /// token: a warning says so now, and another at the first request
+    /// that passes through, unless an origin is added before.
+    pub(crate) fn new(source: Arc<dyn TokenSource>, origins: Origins, name: &'static str) -> Self {
+        if origins.is_empty() {
+            tracing::warn!(
+                "{name}::new: the cache names no API origin (it was built from an identity URL \
+                 alone): no request gets a token until one is added; build it with \
+                 {name}::with_api_url(cache, api_url), or give the cache \
+                 Environment::custom(identity_url, api_url)"
+            );
+        }
+        Auth {
+            source,
+            origins,
+            name,
+            warned: Arc::default(),
+        }
     }
 
     /// Also authenticate requests to the origin of `url`.
@@ -53,8 +75,29 @@ impl Auth {
     /// Whether `request` gets a token (see [`Origins::authenticate`]).
     #[inline]
     pub(crate) fn applies<X: Exchange>(&self, request: &X::Request) -> bool {
-        self.origins
-            .authenticate(X::origin(request), X::headers(request))
+        let origin = X::origin(request);
+        if self.origins.authenticate(origin, X::headers(request)) {
+            return true;
+        }
+        if self.origins.is_empty() {
+            self.no_origin(origin);
+        }
+        false
+    }
+
+    /// A request passes through a layer with no API origin: warned once.
+    #[cold]
+    fn no_origin(&self, origin: Option<Origin<'_>>) {
+        if self.warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let to = origin.map_or_else(|| "a URL with no origin".to_owned(), |o| o.to_string());
+        tracing::warn!(
+            to = %to,
+            "{} has no API origin: this request and every other go out without a token; \
+             add the API URL with api_url()",
+            self.name
+        );
     }
 
     /// Sends `request` (which [`applies`](Self::applies)) with a token
@@ -186,7 +229,7 @@ impl Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
+        f.debug_struct(self.name)
             .field("origins", &self.origins)
             .finish_non_exhaustive()
     }

@@ -47,6 +47,16 @@ impl<'a> Origin<'a> {
     }
 }
 
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One API origin, kept as `Url` names it (scheme and host in lower case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ApiOrigin {
@@ -93,6 +103,11 @@ impl Origins {
             self.0.push(origin);
         }
         Ok(())
+    }
+
+    /// Whether there is none: nothing would ever get a token.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether a request to `origin` with `headers` gets a token: it goes

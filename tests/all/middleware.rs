@@ -258,9 +258,7 @@ fn an_api_url_that_would_leak_the_token_is_refused() {
         .identity_url("http://127.0.0.1:9")
         .build()
         .unwrap();
-    let err = AuthMiddleware::new(cache)
-        .api_url("http://api.example.com")
-        .unwrap_err();
+    let err = AuthMiddleware::with_api_url(cache, "http://api.example.com").unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)));
 }
 
@@ -308,4 +306,75 @@ async fn the_401_lines_name_the_endpoint_with_ids_made_alike() {
         !text.contains("SECRETID42") && !text.contains("SUB77"),
         "{text}"
     );
+}
+
+/// The WARN lines about a middleware or layer with no API origin.
+pub fn no_origin_warnings(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("WARN") && l.contains("no API origin"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_middleware_that_can_authenticate_nothing_warns_at_construction_and_at_its_first_request()
+{
+    let log = LogCapture::start();
+    let identity = Identity::start().await;
+    let (api, _) = Api::start().await;
+    // Built from an identity URL alone: the cache names no API origin.
+    let auth = AuthMiddleware::new(identity.cache());
+    let built = no_origin_warnings(&log.text());
+    assert_eq!(built.len(), 1, "at construction: {built:?}");
+    assert!(
+        built[0].contains("with_api_url"),
+        "names the fix: {built:?}"
+    );
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(auth)
+        .build();
+    for _ in 0..3 {
+        client.get(api.uri()).send().await.unwrap();
+    }
+    let warned = no_origin_warnings(&log.text());
+    assert_eq!(
+        warned.len(),
+        2,
+        "once more, at the first request: {warned:?}"
+    );
+    let origin = api.uri();
+    assert!(warned[1].contains(&origin), "{warned:?}");
+    assert_eq!(bearers(&api).await, vec![None; 3]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_middleware_with_an_api_origin_gives_no_such_warning() {
+    let log = LogCapture::start();
+    let identity = Identity::start().await;
+    let (api, _) = Api::start().await;
+    let env = myinvois_auth::Environment::custom(&identity.uri(), &api.uri()).unwrap();
+    let with_env = TokenCache::builder(myinvois_auth::Credentials::new("id", "secret"))
+        .environment(env)
+        .build()
+        .unwrap();
+    let clients = [
+        AuthMiddleware::new(with_env),
+        AuthMiddleware::with_api_url(identity.cache(), api.uri()).unwrap(),
+    ];
+    for auth in clients {
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(auth)
+            .build();
+        client.get(api.uri()).send().await.unwrap();
+    }
+    // An origin added before the first request: only the construction's.
+    let added = AuthMiddleware::new(identity.cache())
+        .api_url(api.uri())
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(added)
+        .build();
+    client.get(api.uri()).send().await.unwrap();
+    assert_eq!(no_origin_warnings(&log.text()).len(), 1, "{}", log.text());
+    assert!(bearers(&api).await.iter().all(Option::is_some));
 }

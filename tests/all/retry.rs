@@ -26,9 +26,7 @@ fn quick_policy(retries: u32) -> ExponentialBackoff {
 }
 
 fn auth(cache: &TokenCache, api: &MockServer) -> AuthMiddleware {
-    AuthMiddleware::new(cache.clone())
-        .api_url(api.uri())
-        .expect("loopback API URL")
+    AuthMiddleware::with_api_url(cache.clone(), api.uri()).expect("loopback API URL")
 }
 
 /// The documented order: tracing outermost, then retry, then auth.

@@ -261,8 +261,7 @@ pub async fn bearers(server: &MockServer) -> Vec<Option<String>> {
 
 /// A middleware client for `cache` that authenticates calls to `api`.
 pub fn client(cache: &TokenCache, api: &MockServer) -> reqwest_middleware::ClientWithMiddleware {
-    let auth = myinvois_auth::AuthMiddleware::new(cache.clone())
-        .api_url(api.uri())
+    let auth = myinvois_auth::AuthMiddleware::with_api_url(cache.clone(), api.uri())
         .expect("loopback API URL");
     reqwest_middleware::ClientBuilder::new(
         reqwest::Client::builder()

@@ -19,6 +19,7 @@ use tower::{Layer, ServiceExt};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::middleware::no_origin_warnings;
 use crate::support::{bearers, Api, Identity};
 
 type Body = Full<Bytes>;
@@ -33,8 +34,7 @@ where
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http::<B>();
-    AuthLayer::new(cache.clone())
-        .api_url(api.uri())
+    AuthLayer::with_api_url(cache.clone(), api.uri())
         .expect("loopback API URL")
         .layer(client)
 }
@@ -221,4 +221,31 @@ async fn the_layer_works_over_any_source() {
         .layer(client);
     assert_eq!(status(&service, get(api.uri())).await, StatusCode::OK);
     assert!(bearers(&api).await[0].is_some());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_layer_that_can_authenticate_nothing_warns_at_construction_and_at_its_first_request() {
+    let log = crate::support::LogCapture::start();
+    let identity = Identity::start().await;
+    let (api, _) = Api::start().await;
+    let layer = AuthLayer::new(identity.cache());
+    assert_eq!(no_origin_warnings(&log.text()).len(), 1, "at construction");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let service = layer.layer(client);
+    for _ in 0..3 {
+        // The API refuses a call without a token.
+        let answer = status(&service, get(api.uri())).await;
+        assert_eq!(answer, StatusCode::UNAUTHORIZED);
+    }
+    let warned = no_origin_warnings(&log.text());
+    assert_eq!(
+        warned.len(),
+        2,
+        "once more, at the first request: {warned:?}"
+    );
+    assert!(
+        warned[1].contains("AuthLayer has no API origin"),
+        "{warned:?}"
+    );
+    assert_eq!(bearers(&api).await, vec![None; 3]);
 }

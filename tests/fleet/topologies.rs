@@ -112,11 +112,7 @@ pub async fn scenario(name: &str, cache: &TokenCache, identity: &str) {
 
 async fn calls(cache: &TokenCache, identity: &str) {
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(
-            AuthMiddleware::new(cache.clone())
-                .api_url(identity)
-                .unwrap(),
-        )
+        .with(AuthMiddleware::with_api_url(cache.clone(), identity).unwrap())
         .build();
     let until = Instant::now() + Duration::from_secs(env("FLEET_SECONDS").parse().unwrap());
     let (mut ok, mut failed, mut slowest) = (0, 0, Duration::ZERO);
