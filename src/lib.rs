@@ -108,6 +108,7 @@ mod error;
 mod failure;
 mod freshness;
 pub mod guide;
+mod log_limit;
 mod login;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

@@ -14,6 +14,7 @@ use super::exchange::Exchange;
 use super::origins::{Origin, Origins};
 use crate::clock::after;
 use crate::error::Error;
+use crate::log_limit::{millis, LogLimit};
 use crate::login::ON_BEHALF_OF;
 use crate::rejection::{endpoint, shows_token_got_through};
 use crate::source::TokenSource;
@@ -27,9 +28,19 @@ pub(crate) struct Auth {
     origins: Origins,
     /// The layer's name in its warnings (`AuthMiddleware`, `AuthLayer`).
     name: &'static str,
-    /// Whether the warning that it has no API origin was given at a
-    /// request (once, for every clone).
-    warned: Arc<AtomicBool>,
+    /// What it logs once, or at most once a second (for every clone).
+    notes: Arc<Notes>,
+}
+
+/// The layer's log lines that are not one per call.
+#[derive(Debug, Default)]
+struct Notes {
+    /// The warning that it has no API origin was given at a request.
+    no_origin: AtomicBool,
+    /// A retried request waiting out its failed login's `retry_after`.
+    ask_again: LogLimit,
+    /// A request with no valid token at hand, waiting for the source.
+    no_token: LogLimit,
 }
 
 /// Left in a request's extensions by a failed login: when asking again for
@@ -58,7 +69,7 @@ impl Auth {
             source,
             origins,
             name,
-            warned: Arc::default(),
+            notes: Arc::default(),
         }
     }
 
@@ -88,7 +99,7 @@ impl Auth {
     /// A request passes through a layer with no API origin: warned once.
     #[cold]
     fn no_origin(&self, origin: Option<Origin<'_>>) {
-        if self.warned.swap(true, Ordering::Relaxed) {
+        if self.notes.no_origin.swap(true, Ordering::Relaxed) {
             return;
         }
         let to = origin.map_or_else(|| "a URL with no origin".to_owned(), |o| o.to_string());
@@ -209,9 +220,23 @@ impl Auth {
         if let Some(marked) = marked {
             let now = Instant::now();
             if marked.taxpayer.as_ref() == taxpayer && marked.at > now && marked.at - now <= wait {
+                if let Some(left_out) = self.notes.ask_again.allow() {
+                    tracing::debug!(
+                        wait_ms = millis(marked.at - now),
+                        left_out,
+                        "a retried request waits out its failed login's retry_after before asking for a token again"
+                    );
+                }
                 tokio::time::sleep_until(marked.at).await;
                 wait -= marked.at - now;
             }
+        }
+        if let Some(left_out) = self.notes.no_token.allow() {
+            tracing::debug!(
+                max_wait_ms = millis(wait),
+                left_out,
+                "no valid token at hand: waiting for the token source (a login, or its answer from memory)"
+            );
         }
         self.source
             .token_for(taxpayer, wait)

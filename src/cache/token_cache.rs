@@ -13,6 +13,7 @@ use super::table::Table;
 use crate::clock::{after, Now};
 use crate::config::{Credentials, Environment, Settings, TokenCacheBuilder};
 use crate::error::Error;
+use crate::log_limit::{millis, LogLimit};
 use crate::rejection::{endpoint, Endpoint, Verdict};
 use crate::stats::{CacheStats, Counters};
 use crate::taxpayer::OnBehalfOf;
@@ -79,6 +80,10 @@ struct Inner {
     /// What the sweep reported through the `metrics` facade.
     #[cfg(feature = "metrics")]
     report: super::report::Report,
+    /// The DEBUG lines of a wait for another taxpayer's verdict, and of a
+    /// 401 answered from what was learned: at most one a second each.
+    verdict_log: LogLimit,
+    learned_log: LogLimit,
 }
 
 impl TokenCache {
@@ -97,6 +102,8 @@ impl TokenCache {
                 next_sweep: AtomicU64::new(0),
                 #[cfg(feature = "metrics")]
                 report: super::report::Report::default(),
+                verdict_log: LogLimit::default(),
+                learned_log: LogLimit::default(),
             }),
         }
     }
@@ -270,6 +277,15 @@ impl TokenCache {
                 Verdict::NotTheToken => return self.not_the_token(method, &endpoint),
                 Verdict::Await(mut decided, until) => {
                     let wait = deadline.min(until);
+                    if let Some(left_out) = self.inner.verdict_log.allow() {
+                        tracing::debug!(
+                            client_id = self.client_id(),
+                            endpoint = %endpoint.template,
+                            max_wait_ms = millis(wait.saturating_duration_since(Instant::now())),
+                            left_out,
+                            "401 where another taxpayer's renewal is deciding: waiting for its verdict"
+                        );
+                    }
                     let verdict = decided.wait_for(|done| *done);
                     if tokio::time::timeout_at(wait, verdict).await.is_err() {
                         // No verdict in time: the 401 is handed back, and
@@ -304,12 +320,15 @@ impl TokenCache {
 
     fn not_the_token(&self, method: &http::Method, endpoint: &Endpoint) -> bool {
         self.inner.ctx.counters.handed_back_401();
-        tracing::debug!(
-            client_id = self.client_id(),
-            %method,
-            endpoint = %endpoint.template,
-            "401 from an endpoint whose 401s a new token does not cure: the token is kept"
-        );
+        if let Some(left_out) = self.inner.learned_log.allow() {
+            tracing::debug!(
+                client_id = self.client_id(),
+                %method,
+                endpoint = %endpoint.template,
+                left_out,
+                "401 from an endpoint whose 401s a new token does not cure: the token is kept"
+            );
+        }
         false
     }
 

@@ -25,3 +25,4 @@ mod support;
 mod tls;
 #[cfg(feature = "tower")]
 mod tower;
+mod waits;

@@ -466,3 +466,28 @@ async fn an_answer_a_new_login_cannot_cure_is_not_retried() {
     assert!(!ours.is_transient());
     assert_eq!(identity.login_count().await, 1);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_wait_for_a_failures_retry_after_writes_a_line() {
+    let log = crate::support::LogCapture::start();
+    let first = ResponseTemplate::new(429).insert_header("Retry-After", "1");
+    let (identity, _) = identity_answering_first(first).await;
+    let (api, _) = Api::start().await;
+    let client = documented_stack(&identity.cache(), &api, 3);
+    let response = client.get(api.uri()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = log.text();
+    let waits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("waits out its failed login's retry_after"))
+        .collect();
+    assert_eq!(waits.len(), 1, "{text}");
+    let wait_ms: u64 = waits[0]
+        .split("wait_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("wait_ms");
+    assert!((900..=1000).contains(&wait_ms), "{}", waits[0]);
+    assert!(waits[0].contains("DEBUG"), "{}", waits[0]);
+}

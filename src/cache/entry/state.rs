@@ -31,6 +31,7 @@ use crate::clock::{after, Now};
 use crate::error::Error;
 use crate::failure::FailureMemory;
 use crate::freshness::should_refresh;
+use crate::log_limit::{millis, LogLimit};
 use crate::redact;
 use crate::rejection::Rejections;
 use crate::store::entry_key;
@@ -76,6 +77,8 @@ pub(crate) struct Entry {
     /// Since when another's lock on the entry has been seen held, across
     /// logins (see `wait`): one held for a whole lock TTL is taken over.
     pub(super) lock_seen: Mutex<Option<Instant>>,
+    /// The DEBUG line of calls answered from failure memory, at most one a second.
+    memory_log: LogLimit,
 }
 
 impl Entry {
@@ -120,6 +123,7 @@ impl Entry {
             abandoned_locks: AbandonedLocks::default(),
             next_reason: NextReason::default(),
             lock_seen: Mutex::new(None),
+            memory_log: LogLimit::default(),
         }
     }
 
@@ -137,6 +141,15 @@ impl Entry {
         // A login that failed lately is answered from memory, sparing the budget.
         if let Some(error) = self.failures.recall(now.instant) {
             self.ctx.counters.answered_from_memory();
+            if let Some(left_out) = self.memory_log.allow() {
+                tracing::debug!(
+                    entry = %self.label,
+                    error = error.kind(),
+                    retry_after_ms = error.retry_after().map_or(0, millis),
+                    left_out,
+                    "login failure answered from memory: no login before its back-off ends"
+                );
+            }
             return Err(error);
         }
         self.wait_for_login(wait).await
