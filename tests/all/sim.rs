@@ -68,7 +68,17 @@ impl SimIdentity {
 
     /// Like [`start`](Self::start), issuing tokens as `issuing` says.
     pub async fn start_issuing(limit: usize, period: Duration, issuing: Issuing) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A port no identity service of this process had (see `support`);
+        // one that had is held, so that the OS gives another.
+        let mut held = Vec::new();
+        let listener = loop {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            if crate::support::first_use_of_port(listener.local_addr().unwrap().port()) {
+                break listener;
+            }
+            held.push(listener);
+        };
+        drop(held);
         let uri = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(SimState::default()));
         let served = Arc::clone(&state);

@@ -65,12 +65,20 @@ impl Identity {
     }
 
     /// No route mounted yet. A server of its own, not one of wiremock's
-    /// pool: a client ID's login budget outlives its caches (as it must),
-    /// so a test must not meet the budget an earlier test left at the
-    /// same identity URL.
+    /// pool, on a port no identity service of this process had before: a
+    /// client ID's login budget outlives its caches (as it must), so a test
+    /// must not meet the budget an earlier test left at the same identity
+    /// URL (a paused-clock test's budget can hold slots hours ahead).
     pub async fn empty() -> Self {
-        Identity {
-            server: MockServer::builder().start().await,
+        // One on a port used before is held while the next starts, so
+        // that the OS gives that one another port.
+        let mut held = Vec::new();
+        loop {
+            let server = MockServer::builder().start().await;
+            if first_use_of_port(server.address().port()) {
+                return Identity { server };
+            }
+            held.push(server);
         }
     }
 
@@ -125,6 +133,16 @@ impl Identity {
     pub fn cache(&self) -> TokenCache {
         self.builder().build().expect("valid test configuration")
     }
+}
+
+/// Whether no identity service of this process was on `port` before
+/// (every identity service asks, so that no two share a login budget).
+pub fn first_use_of_port(port: u16) -> bool {
+    static USED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    USED.lock()
+        .unwrap()
+        .get_or_insert_with(HashSet::new)
+        .insert(port)
 }
 
 /// An API that answers 200 to a bearer token in its accepted set, 401 otherwise,
