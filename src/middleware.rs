@@ -2,6 +2,8 @@
 //! recovers from a rejected token with one login and one retry (the way
 //! of a request is `auth`'s, shared with the tower layer).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, Method, StatusCode};
@@ -214,26 +216,34 @@ impl<'a> Exchange for Reqwest<'a> {
     fn fail(error: Error) -> reqwest_middleware::Error {
         reqwest_middleware::Error::middleware(error)
     }
-    async fn send(
-        &mut self,
+    fn send<'e>(
+        &'e mut self,
         request: Request,
-        extensions: &mut Extensions,
-    ) -> reqwest_middleware::Result<Response> {
-        self.next.clone().run(request, extensions).await
+        extensions: &'e mut Extensions,
+    ) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send + use<'a, 'e> {
+        self.next.clone().run(request, extensions)
     }
 }
 
-#[async_trait::async_trait]
+/// The signature `#[async_trait]` gives `Middleware::handle`, written out:
+/// a request to another origin is handed on with no future of its own, and
+/// one that gets a token is one boxed future, the way of `auth` itself.
 impl Middleware for AuthMiddleware {
-    async fn handle(
-        &self,
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
         if !self.auth.applies::<Reqwest<'_>>(&request) {
-            return next.run(request, extensions).await;
+            return next.run(request, extensions);
         }
-        self.auth.send(Reqwest { next }, request, extensions).await
+        Box::pin(self.auth.send(Reqwest { next }, request, extensions))
     }
 }

@@ -44,10 +44,11 @@ pub(crate) trait Exchange {
     fn status(response: &Self::Response) -> StatusCode;
     /// A login failure as the stack's error.
     fn fail(error: Error) -> Self::Error;
-    /// Sends `request` to the next layer.
-    fn send(
-        &mut self,
+    /// Sends `request` to the next layer (the next layer's own future
+    /// where it has one: no future of its own around it).
+    fn send<'e>(
+        &'e mut self,
         request: Self::Request,
-        extensions: &mut Extensions,
+        extensions: &'e mut Extensions,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
 }

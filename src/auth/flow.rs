@@ -3,11 +3,12 @@
 //! (and the wait before a retried login), the headers, and what a 401
 //! leads to (one renewal and one retry when the body can be replayed).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
-use http::{Extensions, HeaderName, HeaderValue, StatusCode};
+use http::{Extensions, HeaderName, HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 
 use super::exchange::Exchange;
@@ -115,63 +116,108 @@ impl Auth {
     /// through `next`; on a 401 the token is reported, and, when a new
     /// token may help and the request could be copied, the copy is sent
     /// once more with a new one.
-    pub(crate) async fn send<X: Exchange>(
-        &self,
+    ///
+    /// The future of a request with a cached token that is not answered
+    /// 401 holds no more than that way needs: waiting for a token and
+    /// the 401's renewal and retry are futures of their own, boxed only
+    /// when they happen (a smaller future is a cheaper allocation).
+    ///
+    /// A function returning an `async move` block, not an `async fn`: an
+    /// `async fn` keeps its arguments and its own copies of them, and the
+    /// request would take its room in the future twice.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn send<'a, X: Exchange + 'a>(
+        &'a self,
         mut next: X,
         mut request: X::Request,
+        extensions: &'a mut Extensions,
+    ) -> impl Future<Output = Result<X::Response, X::Error>> + 'a {
+        async move {
+            let taxpayer = X::taxpayer(&request, extensions).cloned();
+            let token = {
+                // A mark left by a failed login is for this try only.
+                let marked = extensions.remove::<AskAgainAt>();
+                match self.source.cached_token(taxpayer.as_ref()) {
+                    Some(token) => token,
+                    None => Box::pin(self.wait_for_token(taxpayer.as_ref(), marked, extensions))
+                        .await
+                        .map_err(X::fail)?,
+                }
+            };
+            if let Some(taxpayer) = &taxpayer {
+                let name = HeaderName::from_static(ON_BEHALF_OF);
+                let headers = X::headers_mut(&mut request);
+                if !headers.contains_key(&name) {
+                    // Validated by the source before it issued the token; a
+                    // fake source's may not be.
+                    let value = HeaderValue::from_str(taxpayer.as_str())
+                        .map_err(|_| X::fail(invalid(taxpayer)))?;
+                    headers.insert(name, value);
+                }
+            }
+            // The copy for a retry also names the endpoint afterwards; a request
+            // that cannot be copied (a streaming body) names it now.
+            let kept = match X::try_clone(&request) {
+                Some(copy) => Kept::Copy(copy),
+                None => Kept::Name(X::method(&request).clone(), X::path(&request).to_owned()),
+            };
+            X::headers_mut(&mut request).insert(AUTHORIZATION, token.authorization_header());
+            let response = next.send(request, extensions).await?;
+            let status = X::status(&response);
+            if status != StatusCode::UNAUTHORIZED {
+                if shows_token_got_through(status) {
+                    let (method, path) = kept.endpoint::<X>();
+                    self.source.accepted(&token, method, path);
+                }
+                return Ok(response);
+            }
+            let rejected = Rejected {
+                token,
+                taxpayer,
+                kept,
+            };
+            Box::pin(self.after_401(next, response, rejected, extensions)).await
+        }
+    }
+
+    /// A 401 to the request: reported; when a new token may help and the
+    /// request was copied, the copy is sent once more with a new token.
+    async fn after_401<X: Exchange>(
+        &self,
+        mut next: X,
+        response: X::Response,
+        rejected: Rejected<X::Request>,
         extensions: &mut Extensions,
     ) -> Result<X::Response, X::Error> {
-        let taxpayer = X::taxpayer(&request, extensions).cloned();
-        let token = self
-            .token(taxpayer.as_ref(), extensions)
-            .await
-            .map_err(X::fail)?;
-        if let Some(taxpayer) = &taxpayer {
-            let name = HeaderName::from_static(ON_BEHALF_OF);
-            let headers = X::headers_mut(&mut request);
-            if !headers.contains_key(&name) {
-                // Validated by the source before it issued the token; a
-                // fake source's may not be.
-                let value = HeaderValue::from_str(taxpayer.as_str())
-                    .map_err(|_| X::fail(invalid(taxpayer)))?;
-                headers.insert(name, value);
-            }
-        }
-        // The copy for a retry also names the endpoint afterwards; a request
-        // that cannot be copied (a streaming body) names it now.
-        let retry = X::try_clone(&request);
-        let named;
-        let (method, path) = match &retry {
-            Some(copy) => (X::method(copy), X::path(copy)),
-            None => {
-                named = (X::method(&request).clone(), X::path(&request).to_owned());
-                (&named.0, named.1.as_str())
-            }
-        };
-        X::headers_mut(&mut request).insert(AUTHORIZATION, token.authorization_header());
-        let response = next.send(request, extensions).await?;
-        let status = X::status(&response);
-        if status != StatusCode::UNAUTHORIZED {
-            if shows_token_got_through(status) {
-                self.source.accepted(&token, method, path);
-            }
-            return Ok(response);
-        }
+        let Rejected {
+            token,
+            taxpayer,
+            kept,
+        } = rejected;
+        let (method, path) = kept.endpoint::<X>();
         if !self.source.rejected_waiting(&token, method, path).await {
             // This endpoint's 401s are not about the token: a new one would not help.
             return Ok(response);
         }
-        let Some(mut retry) = retry else {
-            tracing::debug!(
-                endpoint = %endpoint(method, path).template,
-                "401 on a streaming request: its token is retired, the request not retried"
-            );
-            return Ok(response);
+        let mut retry = match kept {
+            Kept::Copy(retry) => retry,
+            Kept::Name(method, path) => {
+                tracing::debug!(
+                    endpoint = %endpoint(&method, &path).template,
+                    "401 on a streaming request: its token is retired, the request not retried"
+                );
+                return Ok(response);
+            }
         };
-        let fresh = self
-            .token(taxpayer.as_ref(), extensions)
-            .await
-            .map_err(X::fail)?;
+        let fresh = match self.source.cached_token(taxpayer.as_ref()) {
+            Some(fresh) => fresh,
+            None => {
+                let marked = extensions.remove::<AskAgainAt>();
+                self.wait_for_token(taxpayer.as_ref(), marked, extensions)
+                    .await
+                    .map_err(X::fail)?
+            }
+        };
         if fresh.same_token(&token) {
             return Ok(response);
         }
@@ -194,9 +240,8 @@ impl Auth {
         Ok(response)
     }
 
-    /// The token for the request: the cached one, or, after what is left of
-    /// a failed login's wait (see below), the source's within
-    /// `max_login_wait`.
+    /// The source's token when none is cached, after what is left of a
+    /// failed login's wait (`marked`), within `max_login_wait`.
     ///
     /// A failure that a later login may cure marks the request's
     /// extensions with when to ask again, and for which taxpayer; a retry
@@ -206,16 +251,12 @@ impl Auth {
     /// or the failure memory's back-off. That wait counts against the
     /// caller's `max_login_wait` (a wait longer than that is not made: the
     /// caller gets the error at once, as any caller would).
-    #[inline]
-    async fn token(
+    async fn wait_for_token(
         &self,
         taxpayer: Option<&OnBehalfOf>,
+        marked: Option<AskAgainAt>,
         extensions: &mut Extensions,
     ) -> Result<AccessToken, Error> {
-        let marked = extensions.remove::<AskAgainAt>();
-        if let Some(token) = self.source.cached_token(taxpayer) {
-            return Ok(token);
-        }
         let mut wait = self.source.max_login_wait();
         if let Some(marked) = marked {
             let now = Instant::now();
@@ -249,6 +290,32 @@ impl Auth {
                     });
                 }
             })
+    }
+}
+
+/// What the way of a request hands on to its 401: the token rejected,
+/// the taxpayer, and what was kept of the request.
+struct Rejected<R> {
+    token: AccessToken,
+    taxpayer: Option<OnBehalfOf>,
+    kept: Kept<R>,
+}
+
+/// What is kept of a request while it is sent: a copy to send again after
+/// a 401, or, when it cannot be copied (a streaming body), its method and
+/// path, which name its endpoint.
+enum Kept<R> {
+    Copy(R),
+    Name(Method, String),
+}
+
+impl<R> Kept<R> {
+    /// The method and path of the request.
+    fn endpoint<X: Exchange<Request = R>>(&self) -> (&Method, &str) {
+        match self {
+            Kept::Copy(copy) => (X::method(copy), X::path(copy)),
+            Kept::Name(method, path) => (method, path),
+        }
     }
 }
 

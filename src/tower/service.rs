@@ -91,10 +91,10 @@ where
     fn fail(error: Error) -> BoxError {
         Box::new(error)
     }
-    async fn send(
-        &mut self,
+    async fn send<'e>(
+        &'e mut self,
         request: Request<B>,
-        _: &mut Extensions,
+        _: &'e mut Extensions,
     ) -> Result<Response<R>, BoxError> {
         std::future::poll_fn(|cx| self.inner.poll_ready(cx))
             .await
