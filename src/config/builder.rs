@@ -98,7 +98,8 @@ impl fmt::Debug for UncheckedUrl {
 
 /// The caller's `reqwest::ClientBuilder`: `Debug` says only that there is
 /// one (its proxies may carry credentials).
-/// The caller's builder, or (`false`) the default one.
+/// The caller's builder (or the default one), and whether it is built by
+/// the first login instead of by `build()`.
 struct HttpClient(reqwest::ClientBuilder, bool);
 
 impl fmt::Debug for HttpClient {
@@ -248,7 +249,33 @@ impl TokenCacheBuilder {
     /// Defaults to a client that keeps no idle connections (a login happens
     /// about once an hour per taxpayer).
     pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
-        self.http_client = HttpClient(builder, true);
+        self.http_client.0 = builder;
+        self
+    }
+
+    /// Build the login's HTTP client when the first login needs it, not in
+    /// [`build`](Self::build). Building it loads the system's root
+    /// certificates (a few milliseconds of CPU): a short-lived process that
+    /// usually finds a valid token in a shared [token store](Self::token_store)
+    /// (a command, a serverless function) never spends them. The price:
+    /// an error building the client shows at the first login (as
+    /// [`Error::InvalidConfig`], before a budget slot is taken), and that
+    /// first login spends the build inside its callers'
+    /// [`max_login_wait`](Self::max_login_wait), on the runtime's thread.
+    /// `myinvois-auth token` does this.
+    ///
+    /// ```
+    /// # use myinvois_auth::{Credentials, Environment, TokenCache};
+    /// let cache = TokenCache::builder(Credentials::new("id", "secret"))
+    ///     .environment(Environment::Sandbox)
+    ///     .lazy_login_client()
+    ///     .build()?;
+    /// # Ok::<(), myinvois_auth::Error>(())
+    /// ```
+    ///
+    /// Defaults to off: `build()` builds the client.
+    pub fn lazy_login_client(mut self) -> Self {
+        self.http_client.1 = true;
         self
     }
 
@@ -539,9 +566,9 @@ impl TokenCacheBuilder {
         let token_url = token_endpoint(&identity_base)?;
         check_crypto_provider()?;
         let http_client = if self.http_client.1 {
-            LoginClient::now(self.http_client.0, self.login_middlewares.0, &token_url)?
-        } else {
             LoginClient::later(self.http_client.0, self.login_middlewares.0, &token_url)
+        } else {
+            LoginClient::now(self.http_client.0, self.login_middlewares.0, &token_url)?
         };
         let Credentials {
             client_id,

@@ -17,12 +17,11 @@ use url::Url;
 
 use crate::error::Error;
 
-/// The login client of a cache: built by `build()` when the caller gave
-/// its own `reqwest::ClientBuilder` (its errors belong to `build()`), and
-/// by the first login otherwise: building the default client loads the
-/// system's root certificates, milliseconds that a process serving only
-/// stored tokens (`myinvois-auth token` with a token in the host's store)
-/// never needs to spend.
+/// The login client of a cache: built by `build()`, or, with
+/// `lazy_login_client()`, by the first login that needs it: building it
+/// loads the system's root certificates, milliseconds that a process
+/// serving only stored tokens (`myinvois-auth token` with a token in the
+/// host's store) never needs to spend.
 pub(crate) struct LoginClient {
     built: OnceLock<Result<ClientWithMiddleware, Error>>,
     pending: Mutex<Option<Pending>>,

@@ -355,3 +355,51 @@ async fn a_successful_refresh_does_not_delay_the_next_one() {
         token = cache.token().await.unwrap();
     }
 }
+
+/// A reqwest builder that cannot be built: a "preconfigured TLS" that is
+/// no TLS configuration.
+fn unbuildable() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tls_backend_preconfigured(42u8)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lazy_login_client_is_built_by_the_first_login_that_needs_it() {
+    use crate::support::{Hooked, Identity};
+    use myinvois_auth::{Loaded, StoredToken};
+    let identity = Identity::start().await;
+    // Built by build(): its error is build()'s.
+    let eager = identity.builder().http_client(unbuildable()).build();
+    assert!(matches!(eager, Err(Error::InvalidConfig(_))), "{eager:?}");
+    // Built by the first login: a stored token is served without it ...
+    let store = Hooked::on_load(|_| {
+        let now = chrono::Utc::now();
+        Loaded::new(
+            Some(StoredToken::new(
+                "STOREDTOKEN",
+                now,
+                now + chrono::Duration::hours(1),
+                Duration::from_secs(3600),
+            )),
+            None,
+        )
+    });
+    let lazy = identity
+        .builder()
+        .http_client(unbuildable())
+        .lazy_login_client()
+        .token_store(std::sync::Arc::new(store))
+        .build()
+        .expect("the client is not built yet");
+    assert_eq!(lazy.token().await.unwrap().secret(), "STOREDTOKEN");
+    // ... and a login that needs it fails with build()'s error, sending
+    // nothing.
+    let lazy = identity
+        .builder()
+        .http_client(unbuildable())
+        .lazy_login_client()
+        .build()
+        .unwrap();
+    let err = lazy.token().await.unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+    assert_eq!(identity.login_count().await, 0);
+}

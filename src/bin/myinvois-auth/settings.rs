@@ -144,8 +144,11 @@ impl Settings {
         let store = store.unwrap_or_else(|| Arc::new(SqliteTokenStore::new(&self.store_path)));
         (self.builder)()
             .map(|b| {
+                // Most calls find a token in the host's store: the login's
+                // client (the system's root certificates) only when needed.
                 b.token_store(store)
                     .max_login_wait(self.max_wait.unwrap_or(default_wait))
+                    .lazy_login_client()
             })
             .and_then(TokenCacheBuilder::build)
             .map_err(Failure::from_config)
