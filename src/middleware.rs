@@ -10,7 +10,7 @@ use http::{Extensions, HeaderMap, Method, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::auth::{Auth, Exchange, Origin, Origins};
+use crate::auth::{Auth, Exchange, Origin};
 use crate::cache::TokenCache;
 use crate::error::Error;
 use crate::source::TokenSource;
@@ -90,9 +90,8 @@ impl AuthMiddleware {
     /// origin was added with [`api_url`](Self::api_url) before; build it with
     /// [`with_api_url`](Self::with_api_url) instead.
     pub fn new(cache: TokenCache) -> Self {
-        let origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
         AuthMiddleware {
-            auth: Auth::new(Arc::new(cache), origins, NAME),
+            auth: Auth::for_cache(cache, NAME),
         }
     }
 
@@ -113,10 +112,8 @@ impl AuthMiddleware {
     /// # Ok::<(), myinvois_auth::Error>(())
     /// ```
     pub fn with_api_url(cache: TokenCache, api_url: impl AsRef<str>) -> Result<Self, Error> {
-        let mut origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
-        origins.add(api_url.as_ref())?;
         Ok(AuthMiddleware {
-            auth: Auth::new(Arc::new(cache), origins, NAME),
+            auth: Auth::for_cache_and(cache, api_url.as_ref(), NAME)?,
         })
     }
 
@@ -140,10 +137,8 @@ impl AuthMiddleware {
         source: Arc<dyn TokenSource>,
         api_url: impl AsRef<str>,
     ) -> Result<Self, Error> {
-        let mut origins = Origins::default();
-        origins.add(api_url.as_ref())?;
         Ok(AuthMiddleware {
-            auth: Auth::new(source, origins, NAME),
+            auth: Auth::for_source(source, api_url.as_ref(), NAME)?,
         })
     }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::exchange::Exchange;
 use super::origins::{Origin, Origins};
+use crate::cache::TokenCache;
 use crate::clock::after;
 use crate::error::Error;
 use crate::log_limit::{millis, LogLimit};
@@ -57,7 +58,7 @@ impl Auth {
     /// its warnings. Without any origin, no request would ever get a
     /// token: a warning says so now, and another at the first request
     /// that passes through, unless an origin is added before.
-    pub(crate) fn new(source: Arc<dyn TokenSource>, origins: Origins, name: &'static str) -> Self {
+    fn new(source: Arc<dyn TokenSource>, origins: Origins, name: &'static str) -> Self {
         if origins.is_empty() {
             tracing::warn!(
                 "{name}::new: the cache names no API origin (it was built from an identity URL \
@@ -72,6 +73,35 @@ impl Auth {
             name,
             notes: Arc::default(),
         }
+    }
+
+    /// For `cache`: its environment's API origin, if it has one.
+    pub(crate) fn for_cache(cache: TokenCache, name: &'static str) -> Self {
+        let origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
+        Auth::new(Arc::new(cache), origins, name)
+    }
+
+    /// For `cache`: its environment's API origin, if it has one, and
+    /// `api_url`'s.
+    pub(crate) fn for_cache_and(
+        cache: TokenCache,
+        api_url: &str,
+        name: &'static str,
+    ) -> Result<Self, Error> {
+        let mut origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
+        origins.add(api_url)?;
+        Ok(Auth::new(Arc::new(cache), origins, name))
+    }
+
+    /// For any `source`, sending its tokens to `api_url`'s origin.
+    pub(crate) fn for_source(
+        source: Arc<dyn TokenSource>,
+        api_url: &str,
+        name: &'static str,
+    ) -> Result<Self, Error> {
+        let mut origins = Origins::default();
+        origins.add(api_url)?;
+        Ok(Auth::new(source, origins, name))
     }
 
     /// Also authenticate requests to the origin of `url`.

@@ -14,4 +14,4 @@ mod origins;
 
 pub(crate) use self::exchange::Exchange;
 pub(crate) use self::flow::Auth;
-pub(crate) use self::origins::{Origin, Origins};
+pub(crate) use self::origins::Origin;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::service::AuthService;
-use crate::auth::{Auth, Origins};
+use crate::auth::Auth;
 use crate::cache::TokenCache;
 use crate::error::Error;
 use crate::source::TokenSource;
@@ -45,9 +45,8 @@ impl AuthLayer {
     /// origin was added with [`api_url`](Self::api_url) before; build it with
     /// [`with_api_url`](Self::with_api_url) instead.
     pub fn new(cache: TokenCache) -> Self {
-        let origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
         AuthLayer {
-            auth: Auth::new(Arc::new(cache), origins, NAME),
+            auth: Auth::for_cache(cache, NAME),
         }
     }
 
@@ -68,10 +67,8 @@ impl AuthLayer {
     /// # Ok::<(), myinvois_auth::Error>(())
     /// ```
     pub fn with_api_url(cache: TokenCache, api_url: impl AsRef<str>) -> Result<Self, Error> {
-        let mut origins = Origins::of(cache.environment().map(|env| env.api_url()).as_ref());
-        origins.add(api_url.as_ref())?;
         Ok(AuthLayer {
-            auth: Auth::new(Arc::new(cache), origins, NAME),
+            auth: Auth::for_cache_and(cache, api_url.as_ref(), NAME)?,
         })
     }
 
@@ -82,10 +79,8 @@ impl AuthLayer {
         source: Arc<dyn TokenSource>,
         api_url: impl AsRef<str>,
     ) -> Result<Self, Error> {
-        let mut origins = Origins::default();
-        origins.add(api_url.as_ref())?;
         Ok(AuthLayer {
-            auth: Auth::new(source, origins, NAME),
+            auth: Auth::for_source(source, api_url.as_ref(), NAME)?,
         })
     }
 
