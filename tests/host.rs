@@ -431,9 +431,10 @@ async fn four_processes_keep_together_to_12_logins_a_minute_20_logins_for_20_tax
         logins.last().unwrap().duration_since(logins[0]),
     );
     for report in &reports {
-        assert_eq!(report.number("ok"), 20 * 50, "{}", report.stderr);
+        let told = format!("{:?}\n{}", report.values, report.stderr);
+        assert_eq!(report.number("ok"), 20 * 50, "{told}");
         assert_eq!(report.number("mixed"), 0, "a taxpayer got two tokens");
-        assert_eq!(report.number("store_errors"), 0, "{}", report.stderr);
+        assert_eq!(report.number("store_errors"), 0, "{told}");
     }
     assert_eq!(logins.len(), 20, "one login per taxpayer for the host");
     assert_eq!(

@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, MAIN_DB};
 
@@ -48,9 +48,7 @@ pub(super) fn open(path: &Path, migrations: &[&str]) -> Result<Connection, (Stor
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
             .map_err(sqlite)?;
     }
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(sqlite)?;
+    let mode = wal_mode(&conn).map_err(sqlite)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err((
             StoreError::new(
@@ -70,6 +68,29 @@ pub(super) fn open(path: &Path, migrations: &[&str]) -> Result<Connection, (Stor
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
         .map_err(sqlite)?;
     Ok(conn)
+}
+
+/// Puts the file in WAL mode, or finds it there. The switch takes the
+/// file for itself, and SQLite refuses it at once (`SQLITE_BUSY`, without
+/// waiting for the busy timeout) while another process makes the same
+/// switch or reads the file: processes starting together on a new file
+/// meet that. It is tried again until the busy timeout has passed.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && Instant::now() + pause < deadline =>
+            {
+                // On the store's own thread, never a runtime's.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            answer => return answer,
+        }
+    }
 }
 
 /// Makes the file (owner-only) and its folder (owner-only) if missing;

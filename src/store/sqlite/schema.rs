@@ -61,14 +61,18 @@ pub(super) enum Identity {
     Foreign(String),
 }
 
-/// Reads what the file is, without writing anything.
+/// Reads what the file is, without writing anything. One statement, so
+/// one state of the file: read one by one, the three values could straddle
+/// another process's setup of a new file (its `application_id` from
+/// before, its tables from after), which reads as another application's
+/// database.
 pub(super) fn identify(conn: &Connection) -> rusqlite::Result<Identity> {
-    let application_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
-    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+    let (application_id, version, tables): (i32, i32, i64) = conn.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id()),
+                (SELECT user_version FROM pragma_user_version()),
+                (SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%')",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     Ok(match application_id {
         APPLICATION_ID => Identity::Ours(version),

@@ -331,6 +331,33 @@ fn a_newer_version_and_another_applications_database_are_refused_untouched() {
     );
 }
 
+/// Processes starting together on a new file: one sets it up while the
+/// others look at what it is. What they read must be one state of the
+/// file, never its `application_id` from before the setup and its tables
+/// from after (which reads as another application's database).
+#[test]
+fn processes_opening_a_new_file_together_all_find_it_theirs() {
+    let folder = Folder::new("together");
+    for round in 0..60 {
+        let path = folder.file(&format!("tokens-{round}.sqlite3"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    open::open(&path, schema::MIGRATIONS).map(drop)
+                })
+            })
+            .collect();
+        for opener in openers {
+            if let Err((error, lasting)) = opener.join().unwrap() {
+                panic!("round {round}: {error} ({lasting:?})");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_newer_crate_upgrades_an_older_file_and_keeps_its_tokens() {
     let folder = Folder::new("upgrade");
