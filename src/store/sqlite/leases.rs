@@ -30,14 +30,18 @@ fn held(now: i64, taken: i64, until: i64) -> Option<Duration> {
 }
 
 /// Takes the lease of `key` for `owner` for `ttl`, unless another holds it.
+/// The time is read by `clock` once the write lock is had (see
+/// `logins::reserve`): a lease counted from before a busy wait would end
+/// that much early.
 pub(super) fn try_lock(
     conn: &mut Connection,
-    now: i64,
+    clock: impl FnOnce() -> i64,
     key: &str,
     owner: &str,
     ttl: Duration,
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = clock();
     if left_in(&tx, now, key)?.is_some() {
         return Ok(false);
     }

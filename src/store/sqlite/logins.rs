@@ -13,15 +13,20 @@ use crate::MAX_RETRY_AFTER;
 /// Rows of a budget outlive what they are needed for by this much.
 const KEEP_MARGIN_MS: i64 = 1_000;
 
-/// Reserves a login slot of `budget` at `now` if the window has room (and,
-/// for a paced request, the pace allows); otherwise says when to ask again.
+/// Reserves a login slot of `budget` if the window has room (and, for a
+/// paced request, the pace allows); otherwise says when to ask again.
+///
+/// The time is read by `clock` once the write lock is had: another process
+/// may hold the file for up to the busy timeout, and a login counted from
+/// before that wait would leave the window that much early.
 pub(super) fn reserve(
     conn: &mut Connection,
-    now: i64,
+    clock: impl FnOnce() -> i64,
     budget: &str,
     request: &SlotRequest,
 ) -> rusqlite::Result<LoginSlot> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = clock();
     let count = i64::from(request.count.max(1));
     let window = ms(request.window).max(1);
     let (blocked, paced): (i64, i64) = tx
@@ -126,20 +131,22 @@ pub(super) fn release(conn: &Connection, budget: &str, id: &str) -> rusqlite::Re
     Ok(())
 }
 
-/// No slot of `budget` for `hold_ms` from `now`, keeping a later hold.
+/// No slot of `budget` for `hold_ms` from now (read by `clock` once the
+/// write lock is had, as in [`reserve`]), keeping a later hold.
 pub(super) fn block(
-    conn: &Connection,
-    now: i64,
+    conn: &mut Connection,
+    clock: impl FnOnce() -> i64,
     budget: &str,
     hold_ms: i64,
 ) -> rusqlite::Result<()> {
-    let until = now.saturating_add(hold_ms.max(0));
-    conn.prepare_cached(
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let until = clock().saturating_add(hold_ms.max(0));
+    tx.prepare_cached(
         "INSERT INTO budgets (budget, blocked_until_ms, until_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT (budget) DO UPDATE SET
              blocked_until_ms = max(blocked_until_ms, excluded.blocked_until_ms),
              until_ms = max(until_ms, excluded.until_ms)",
     )?
     .execute((budget, until, until.saturating_add(KEEP_MARGIN_MS)))?;
-    Ok(())
+    tx.commit()
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::clock::ms;
+use super::clock::{ms, now_ms};
 use super::worker::{Access, Worker};
 use super::{leases, logins, schema, tokens};
 use crate::store::{Loaded, LoginSlot, SlotRequest, StoreError, StoredToken, TokenStore};
@@ -182,8 +182,8 @@ impl TokenStore for SqliteTokenStore {
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.worker
-            .call(Access::Write, move |conn, now| {
-                leases::try_lock(conn, now, &key, &owner, ttl)
+            .call(Access::Write, move |conn, _| {
+                leases::try_lock(conn, now_ms, &key, &owner, ttl)
             })
             .await
     }
@@ -204,8 +204,8 @@ impl TokenStore for SqliteTokenStore {
     ) -> Result<LoginSlot, StoreError> {
         let (budget, request) = (budget.to_owned(), request.clone());
         self.worker
-            .call(Access::Write, move |conn, now| {
-                logins::reserve(conn, now, &budget, &request)
+            .call(Access::Write, move |conn, _| {
+                logins::reserve(conn, now_ms, &budget, &request)
             })
             .await
     }
@@ -223,8 +223,8 @@ impl TokenStore for SqliteTokenStore {
         let budget = budget.to_owned();
         let hold = ms(duration);
         self.worker
-            .call(Access::Write, move |conn, now| {
-                logins::block(conn, now, &budget, hold)
+            .call(Access::Write, move |conn, _| {
+                logins::block(conn, now_ms, &budget, hold)
             })
             .await
     }
@@ -246,7 +246,7 @@ impl TokenStore for SqliteTokenStore {
                 tokens::load(conn, now, &probe)?;
                 leases::left_in(conn, now, &probe)?;
                 let owner = probe.as_str();
-                if leases::try_lock(conn, now, &probe, owner, short)? {
+                if leases::try_lock(conn, || now, &probe, owner, short)? {
                     leases::unlock(conn, &probe, owner)?;
                 }
                 // A window of one slot: the first (paced) reservation takes
@@ -257,12 +257,12 @@ impl TokenStore for SqliteTokenStore {
                     pace: Some(Duration::from_millis(1)),
                     id: format!("{probe}-1"),
                 };
-                logins::reserve(conn, now, &probe, &request)?;
+                logins::reserve(conn, || now, &probe, &request)?;
                 request.id = format!("{probe}-2");
                 request.pace = None;
-                logins::reserve(conn, now, &probe, &request)?;
+                logins::reserve(conn, || now, &probe, &request)?;
                 logins::release(conn, &probe, &format!("{probe}-1"))?;
-                logins::block(conn, now, &probe, 1)?;
+                logins::block(conn, || now, &probe, 1)?;
                 Ok(())
             })
             .await

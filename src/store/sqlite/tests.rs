@@ -133,8 +133,8 @@ fn leases_belong_to_their_owner_expire_and_survive_no_clock_step() {
     let folder = Folder::new("leases");
     let mut conn = opened(&folder);
     let ttl = Duration::from_secs(25);
-    assert!(leases::try_lock(&mut conn, T0, "k", "a", ttl).unwrap());
-    assert!(!leases::try_lock(&mut conn, T0 + 1, "k", "b", ttl).unwrap());
+    assert!(leases::try_lock(&mut conn, || T0, "k", "a", ttl).unwrap());
+    assert!(!leases::try_lock(&mut conn, || T0 + 1, "k", "b", ttl).unwrap());
     leases::unlock(&conn, "k", "b").unwrap(); // not b's to end
     assert_eq!(
         leases::left_in(&conn, T0 + 5_000, "k").unwrap(),
@@ -148,13 +148,13 @@ fn leases_belong_to_their_owner_expire_and_survive_no_clock_step() {
     leases::unlock(&conn, "k", "a").unwrap();
     assert_eq!(leases::left_in(&conn, T0 + 5_000, "k").unwrap(), None);
     // A dead holder's lease ends with its time.
-    assert!(leases::try_lock(&mut conn, T0, "k", "dead", ttl).unwrap());
-    assert!(leases::try_lock(&mut conn, T0 + 25_000, "k", "c", ttl).unwrap());
+    assert!(leases::try_lock(&mut conn, || T0, "k", "dead", ttl).unwrap());
+    assert!(leases::try_lock(&mut conn, || T0 + 25_000, "k", "c", ttl).unwrap());
     // A lease taken an hour "ahead" (the clock went back an hour) holds
     // nobody up for that hour.
-    assert!(leases::try_lock(&mut conn, T0 + 3_600_000, "j", "x", ttl).unwrap());
+    assert!(leases::try_lock(&mut conn, || T0 + 3_600_000, "j", "x", ttl).unwrap());
     assert_eq!(leases::left_in(&conn, T0, "j").unwrap(), None);
-    assert!(leases::try_lock(&mut conn, T0, "j", "y", ttl).unwrap());
+    assert!(leases::try_lock(&mut conn, || T0, "j", "y", ttl).unwrap());
 }
 
 #[test]
@@ -163,11 +163,16 @@ fn the_window_grants_count_logins_then_says_when_a_slot_frees() {
     let mut conn = opened(&folder);
     for i in 0..3 {
         let at = T0 + i * 100;
-        let granted = logins::reserve(&mut conn, at, "b", &slot(&format!("r{i}"), 3, 60_000, None));
+        let granted = logins::reserve(
+            &mut conn,
+            || at,
+            "b",
+            &slot(&format!("r{i}"), 3, 60_000, None),
+        );
         assert_eq!(granted.unwrap(), LoginSlot::Granted);
     }
     // Full, with fresh reservations that may still be given back: ask again soon.
-    match logins::reserve(&mut conn, T0 + 500, "b", &slot("r3", 3, 60_000, None)).unwrap() {
+    match logins::reserve(&mut conn, || T0 + 500, "b", &slot("r3", 3, 60_000, None)).unwrap() {
         LoginSlot::Pending { ask_again, wait } => {
             assert_eq!(ask_again, Duration::from_millis(100));
             assert_eq!(wait, Duration::from_millis(59_500));
@@ -176,23 +181,29 @@ fn the_window_grants_count_logins_then_says_when_a_slot_frees() {
     }
     // Later, only the oldest leaving the window frees a slot.
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 30_000, "b", &slot("r3", 3, 60_000, None)).unwrap(),
+        logins::reserve(&mut conn, || T0 + 30_000, "b", &slot("r3", 3, 60_000, None)).unwrap(),
         LoginSlot::Wait(Duration::from_millis(30_000))
     );
     // Another budget is another window.
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 30_000, "other", &slot("o", 3, 60_000, None)).unwrap(),
+        logins::reserve(
+            &mut conn,
+            || T0 + 30_000,
+            "other",
+            &slot("o", 3, 60_000, None)
+        )
+        .unwrap(),
         LoginSlot::Granted
     );
     // A reservation given back frees its slot at once.
     logins::release(&conn, "b", "r1").unwrap();
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 30_000, "b", &slot("r4", 3, 60_000, None)).unwrap(),
+        logins::reserve(&mut conn, || T0 + 30_000, "b", &slot("r4", 3, 60_000, None)).unwrap(),
         LoginSlot::Granted
     );
     // The oldest leaves the window at T0 + 60 s.
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 60_000, "b", &slot("r5", 3, 60_000, None)).unwrap(),
+        logins::reserve(&mut conn, || T0 + 60_000, "b", &slot("r5", 3, 60_000, None)).unwrap(),
         LoginSlot::Granted
     );
 }
@@ -203,31 +214,31 @@ fn paced_logins_keep_their_pace_and_holds_after_a_429_are_kept() {
     let mut conn = opened(&folder);
     let paced = |id: &str| slot(id, 12, 60_000, Some(5_000));
     assert_eq!(
-        logins::reserve(&mut conn, T0, "b", &paced("p1")).unwrap(),
+        logins::reserve(&mut conn, || T0, "b", &paced("p1")).unwrap(),
         LoginSlot::Granted
     );
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 1_000, "b", &paced("p2")).unwrap(),
+        logins::reserve(&mut conn, || T0 + 1_000, "b", &paced("p2")).unwrap(),
         LoginSlot::Wait(Duration::from_secs(4))
     );
     // A caller without a token is not paced.
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 1_000, "b", &slot("u", 12, 60_000, None)).unwrap(),
+        logins::reserve(&mut conn, || T0 + 1_000, "b", &slot("u", 12, 60_000, None)).unwrap(),
         LoginSlot::Granted
     );
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 5_000, "b", &paced("p2")).unwrap(),
+        logins::reserve(&mut conn, || T0 + 5_000, "b", &paced("p2")).unwrap(),
         LoginSlot::Granted
     );
     // A 429: no slot for 30 s; a shorter hold later does not shorten it.
-    logins::block(&conn, T0 + 6_000, "b", 30_000).unwrap();
-    logins::block(&conn, T0 + 7_000, "b", 1_000).unwrap();
+    logins::block(&mut conn, || T0 + 6_000, "b", 30_000).unwrap();
+    logins::block(&mut conn, || T0 + 7_000, "b", 1_000).unwrap();
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 16_000, "b", &slot("x", 12, 60_000, None)).unwrap(),
+        logins::reserve(&mut conn, || T0 + 16_000, "b", &slot("x", 12, 60_000, None)).unwrap(),
         LoginSlot::Wait(Duration::from_secs(20))
     );
     assert_eq!(
-        logins::reserve(&mut conn, T0 + 36_000, "b", &slot("x", 12, 60_000, None)).unwrap(),
+        logins::reserve(&mut conn, || T0 + 36_000, "b", &slot("x", 12, 60_000, None)).unwrap(),
         LoginSlot::Granted
     );
 }
@@ -240,15 +251,21 @@ fn a_clock_step_back_never_holds_the_budget_beyond_its_own_bounds() {
     // Logins and a pace written a day "ahead": the clock went back a day.
     for i in 0..3 {
         let id = format!("f{i}");
-        logins::reserve(&mut conn, T0 + day, "b", &slot(&id, 3, 60_000, Some(5_000))).ok();
+        logins::reserve(
+            &mut conn,
+            || T0 + day,
+            "b",
+            &slot(&id, 3, 60_000, Some(5_000)),
+        )
+        .ok();
     }
     assert_eq!(
-        logins::reserve(&mut conn, T0, "b", &slot("n", 3, 60_000, Some(5_000))).unwrap(),
+        logins::reserve(&mut conn, || T0, "b", &slot("n", 3, 60_000, Some(5_000))).unwrap(),
         LoginSlot::Granted
     );
     // A hold far ahead waits the longest Retry-After at most.
-    logins::block(&conn, T0 + day, "h", 60_000).unwrap();
-    match logins::reserve(&mut conn, T0, "h", &slot("n", 3, 60_000, None)).unwrap() {
+    logins::block(&mut conn, || T0 + day, "h", 60_000).unwrap();
+    match logins::reserve(&mut conn, || T0, "h", &slot("n", 3, 60_000, None)).unwrap() {
         LoginSlot::Wait(wait) => assert!(wait <= crate::MAX_RETRY_AFTER, "{wait:?}"),
         other => panic!("{other:?}"),
     }
@@ -263,8 +280,8 @@ fn purge_drops_every_row_that_no_longer_matters_and_gives_the_space_back() {
     for i in 0..2_000 {
         let key = format!("k{i}");
         tokens::save(&mut conn, T0, &key, &token(&long, Duration::from_secs(60))).unwrap();
-        leases::try_lock(&mut conn, T0, &key, "o", Duration::from_secs(25)).unwrap();
-        logins::reserve(&mut conn, T0, &key, &slot("r", 12, 60_000, Some(1))).unwrap();
+        leases::try_lock(&mut conn, || T0, &key, "o", Duration::from_secs(25)).unwrap();
+        logins::reserve(&mut conn, || T0, &key, &slot("r", 12, 60_000, Some(1))).unwrap();
     }
     tokens::save(
         &mut conn,
@@ -472,4 +489,117 @@ async fn a_bad_file_fails_every_call_typed_told_once_and_is_skipped() {
     let error = directory.load("k").await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Unreachable, "{error}");
     assert!(error.to_string().contains("directory"), "{error}");
+}
+
+/// Another process holds the file's write lock for a while, then lets go
+/// at `released`: what the store writes meanwhile is dated from when it
+/// had the lock, not from before its wait (a login counted early leaves
+/// the window early, and the identity service sees 13 in a minute; a hold
+/// or lease counted early ends early).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_waited_for_the_file_is_dated_from_when_it_had_it() {
+    use super::clock::now_ms;
+    let folder = Folder::new("dated");
+    let path = folder.file("tokens.sqlite3");
+    let store = SqliteTokenStore::new(&path);
+    store.check().await.unwrap();
+    // Each of the three writes, after a wait of 300 ms for another writer.
+    let held_for = |path: PathBuf| {
+        let (taken, was_taken) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let conn = Connection::open(path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            taken.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let released = now_ms();
+            conn.execute_batch("COMMIT").unwrap();
+            released
+        });
+        was_taken.recv().unwrap();
+        holder
+    };
+    let read = |sql: &str| -> i64 {
+        Connection::open(&path)
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    };
+
+    let holder = held_for(path.clone());
+    let granted = store
+        .reserve_login("b", &slot("late", 12, 60_000, None))
+        .await
+        .unwrap();
+    let released = holder.join().unwrap();
+    assert_eq!(granted, LoginSlot::Granted);
+    let at = read("SELECT at_ms FROM logins WHERE id = 'late'");
+    assert!(
+        at >= released,
+        "the login was counted {} ms before it had the file",
+        released - at
+    );
+
+    let holder = held_for(path.clone());
+    assert!(store
+        .try_lock("k", "late", Duration::from_secs(25))
+        .await
+        .unwrap());
+    let released = holder.join().unwrap();
+    let taken = read("SELECT taken_ms FROM leases WHERE owner = 'late'");
+    assert!(
+        taken >= released,
+        "the lease was dated {} ms early",
+        released - taken
+    );
+
+    let holder = held_for(path.clone());
+    store
+        .block_logins("held", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let released = holder.join().unwrap();
+    let until = read("SELECT blocked_until_ms FROM budgets WHERE length(budget) > 0 AND blocked_until_ms > 0 ORDER BY blocked_until_ms DESC LIMIT 1");
+    assert!(
+        until >= released + 30_000,
+        "the hold ends {} ms early",
+        released + 30_000 - until
+    );
+}
+
+/// The first write of a process purges old rows: its caller has the
+/// answer before that purge, which may take long (here: 100,000 expired
+/// rows; another process writing would make it wait for the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_answered_before_the_purge_it_brings_on() {
+    let folder = Folder::new("purge-after");
+    let path = folder.file("tokens.sqlite3");
+    let mut conn = opened(&folder);
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO tokens (key, access_token, issued_at_ms, expires_at_ms, saved_ms, until_ms)
+                 VALUES (?1, 'old', 0, 1, 0, 1)",
+            )
+            .unwrap();
+        for i in 0..100_000 {
+            insert.execute([format!("old-{i}")]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    // A new store's first write is due to purge.
+    let store = SqliteTokenStore::new(&path);
+    store
+        .save("k", &token("new", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM tokens WHERE until_ms <= 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        left > 0,
+        "the write was answered only once the purge was done"
+    );
 }

@@ -115,7 +115,14 @@ impl Worker {
         let deadline = Instant::now() + CALL_TIMEOUT;
         let job: Job = Box::new(move |session: &mut Session| {
             if Instant::now() < deadline {
-                let _ = reply.send(session.run(access, f));
+                let answer = session.run(f);
+                let wrote = access == Access::Write && answer.is_ok();
+                // The caller has its answer before any purge: a purge may
+                // wait for the file as long as the busy timeout.
+                let _ = reply.send(answer);
+                if wrote {
+                    session.purge_if_due();
+                }
             }
         });
         match self.jobs.try_send(job) {
@@ -172,7 +179,6 @@ impl Session {
     /// Runs one call.
     fn run<T>(
         &mut self,
-        access: Access,
         f: impl FnOnce(&mut Connection, i64) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         if let Some(skipped) = self.health.skipped() {
@@ -182,9 +188,6 @@ impl Session {
         match f(conn, now_ms()) {
             Ok(value) => {
                 self.health.succeeded();
-                if access == Access::Write {
-                    self.purge_if_due();
-                }
                 Ok(value)
             }
             Err(error) => {
@@ -204,6 +207,9 @@ impl Session {
         error
     }
 
+    /// Purges old rows if a purge is due. It never waits for the file: the
+    /// calls queued behind it would wait too. A file another process is
+    /// writing is purged at the next due time instead.
     fn purge_if_due(&mut self) {
         let now = Instant::now();
         if now < self.next_purge {
@@ -211,9 +217,17 @@ impl Session {
         }
         self.next_purge = now + PURGE_EVERY;
         if let Some(conn) = self.conn.as_mut() {
-            match purge::purge(conn, now_ms()) {
+            let purged = conn
+                .busy_timeout(Duration::ZERO)
+                .and_then(|()| purge::purge(conn, now_ms()));
+            match purged {
                 Ok(gone) => tracing::debug!(gone, "token store purged"),
                 Err(error) => tracing::debug!(%error, "token store purge failed"),
+            }
+            if let Err(error) = conn.busy_timeout(open::BUSY_TIMEOUT) {
+                // Calls would then fail at once on a busy file: start over.
+                tracing::debug!(%error, "token store: cannot set the busy timeout again");
+                self.conn = None;
             }
         }
     }
