@@ -506,3 +506,34 @@ async fn a_missing_setting_is_a_configuration_error_naming_it() {
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(identity.logins(), 0);
 }
+
+/// A reader that went away before the command wrote (`… | head -n 0`, a
+/// caller that closed its pipe): the command exits with its own code, and
+/// never with a panic's 101. `token` and `claims` cannot hand over what
+/// they are for: a failure (1), said on stderr; `check` finishes its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_output_pipe_is_no_panic() {
+    let folder = Folder::new("closed-pipe");
+    let (server, _identity) = Identity::start(Mode::Issue).await;
+    for (args, expected) in [
+        (
+            &["check", "--on-behalf-of", "C10000000001", "C10000000002"][..],
+            0,
+        ),
+        (&["token"], 1),
+        (&["claims"], 1),
+    ] {
+        let mut child = command(&server.uri(), &folder.store(), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command writes anything.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains(SECRET), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(expected), "{args:?}: {stderr}");
+    }
+}

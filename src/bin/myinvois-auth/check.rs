@@ -13,6 +13,7 @@ use myinvois_auth::{SqliteTokenStore, TokenCache};
 
 use crate::exit::Failure;
 use crate::fresh::FreshLogin;
+use crate::output::{note, out};
 use crate::settings::Settings;
 
 /// How long `check` waits for a login slot by default: long enough for
@@ -22,11 +23,12 @@ const CHECK_WAIT: Duration = Duration::from_secs(600);
 pub(crate) async fn run(settings: &Settings, taxpayers: &[String]) -> Result<(), Failure> {
     let store = FreshLogin(SqliteTokenStore::new(&settings.store_path));
     let cache = settings.cache(Some(Arc::new(store)), CHECK_WAIT)?;
-    println!(
+    out!(
         "environment:  {} ({})",
-        settings.environment, settings.identity
+        settings.environment,
+        settings.identity
     );
-    println!("client ID:    {}", cache.client_id());
+    out!("client ID:    {}", cache.client_id());
     if taxpayers.is_empty() {
         return check_one(settings, &cache, None).await;
     }
@@ -34,15 +36,15 @@ pub(crate) async fn run(settings: &Settings, taxpayers: &[String]) -> Result<(),
     let (mut ok, mut first_failure) = (0, None);
     for (i, tin) in taxpayers.iter().enumerate() {
         if count > 1 {
-            eprintln!(
+            note!(
                 "check: {}/{count} {tin}: logging in ({} ok so far, {} s)",
                 i + 1,
                 ok,
                 started.elapsed().as_secs()
             );
         }
-        println!();
-        println!("on behalf of: {tin}");
+        out!();
+        out!("on behalf of: {tin}");
         match check_one(settings, &cache, Some(tin)).await {
             Ok(()) => ok += 1,
             Err(failure) => {
@@ -50,7 +52,7 @@ pub(crate) async fn run(settings: &Settings, taxpayers: &[String]) -> Result<(),
                 let stop = failure.is_about_the_credentials();
                 first_failure.get_or_insert(failure.code());
                 if stop && i + 1 < count {
-                    eprintln!(
+                    note!(
                         "check: the credentials themselves were refused: the {} taxpayers left \
                          are not checked",
                         count - i - 1
@@ -61,7 +63,7 @@ pub(crate) async fn run(settings: &Settings, taxpayers: &[String]) -> Result<(),
         }
     }
     if count > 1 {
-        eprintln!(
+        note!(
             "check: {ok} of {count} taxpayers ok in {} s",
             started.elapsed().as_secs()
         );
@@ -83,7 +85,7 @@ async fn check_one(
     let claims = token.claims().ok();
     let tin = claims.as_ref().and_then(|c| c.taxpayer_tin());
     let name = claims.as_ref().and_then(|c| c.name());
-    println!(
+    out!(
         "taxpayer:     {}{}",
         tin.unwrap_or("(no TaxpayerTIN claim)"),
         name.map(|n| format!(" ({n})")).unwrap_or_default()
@@ -93,21 +95,21 @@ async fn check_one(
         .filter(|c| c.is_intermediary() == Some(true))
         .and_then(|c| c.intermediary_tin())
     {
-        println!("intermediary: {intermediary}");
+        out!("intermediary: {intermediary}");
     }
-    println!(
+    out!(
         "scope:        {}",
         token
             .scope()
             .unwrap_or("(none named by the identity service)")
     );
     let left = (token.expires_at() - Utc::now()).num_minutes().max(0);
-    println!(
+    out!(
         "expires:      {} (in {left} min)",
         token
             .expires_at()
             .to_rfc3339_opts(SecondsFormat::Secs, true)
     );
-    println!("ok:           the credentials work");
+    out!("ok:           the credentials work");
     Ok(())
 }

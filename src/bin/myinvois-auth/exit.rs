@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use myinvois_auth::{Error, OAuthErrorCode};
 
+use crate::output::note;
+
 /// The exit codes, for `--help`.
 pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
@@ -100,9 +102,9 @@ impl Failure {
     pub(crate) fn tell(&self) {
         match self {
             Failure::Usage(text) | Failure::Config(text) | Failure::Other(text) => {
-                eprintln!("myinvois-auth: {text}")
+                note!("myinvois-auth: {text}")
             }
-            Failure::Login { explanation, .. } => eprintln!("myinvois-auth: {explanation}"),
+            Failure::Login { explanation, .. } => note!("myinvois-auth: {explanation}"),
             Failure::Told(_) => {}
         }
     }

@@ -6,13 +6,15 @@
 //! The arguments are in `args`; the configuration from the environment and
 //! flags (the secret never from the command line) in `settings`; the
 //! commands in `token`, `claims` and `check` (which forces a real login
-//! through `fresh`); what each failure means, and its exit code, in `exit`.
+//! through `fresh`); what each failure means, and its exit code, in `exit`; lines that
+//! never panic on a closed pipe in `output`.
 
 mod args;
 mod check;
 mod claims;
 mod exit;
 mod fresh;
+mod output;
 mod settings;
 mod token;
 
