@@ -37,9 +37,16 @@ pub(crate) trait Exchange {
         request: &'a Self::Request,
         extensions: &'a Extensions,
     ) -> Option<&'a OnBehalfOf>;
-    /// A copy of the request to send again after a 401, when its body can
+    /// What is kept of a request to send it again after a 401.
+    type Kept: Send;
+
+    /// What sending `request` again after a 401 needs, when its body can
     /// be replayed.
-    fn try_clone(request: &Self::Request) -> Option<Self::Request>;
+    fn keep(request: &Self::Request) -> Option<Self::Kept>;
+    /// The method and path of a kept request (its endpoint).
+    fn kept_endpoint(kept: &Self::Kept) -> (&Method, &str);
+    /// The request again, from what was kept (`None` if it cannot be made).
+    fn resend(kept: Self::Kept) -> Option<Self::Request>;
     /// The status of the response.
     fn status(response: &Self::Response) -> StatusCode;
     /// A login failure as the stack's error.

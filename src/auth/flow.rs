@@ -187,7 +187,7 @@ impl Auth {
             }
             // The copy for a retry also names the endpoint afterwards; a request
             // that cannot be copied (a streaming body) names it now.
-            let kept = match X::try_clone(&request) {
+            let kept = match X::keep(&request) {
                 Some(copy) => Kept::Copy(copy),
                 None => Kept::Name(X::method(&request).clone(), X::path(&request).to_owned()),
             };
@@ -216,7 +216,7 @@ impl Auth {
         &self,
         mut next: X,
         response: X::Response,
-        rejected: Rejected<X::Request>,
+        rejected: Rejected<X::Kept>,
         extensions: &mut Extensions,
     ) -> Result<X::Response, X::Error> {
         let Rejected {
@@ -230,7 +230,13 @@ impl Auth {
             return Ok(response);
         }
         let mut retry = match kept {
-            Kept::Copy(retry) => retry,
+            Kept::Copy(kept) => match X::resend(kept) {
+                Some(retry) => retry,
+                None => {
+                    tracing::debug!("401: the request could not be made again, not retried");
+                    return Ok(response);
+                }
+            },
             Kept::Name(method, path) => {
                 tracing::debug!(
                     endpoint = %endpoint(&method, &path).template,
@@ -325,25 +331,25 @@ impl Auth {
 
 /// What the way of a request hands on to its 401: the token rejected,
 /// the taxpayer, and what was kept of the request.
-struct Rejected<R> {
+struct Rejected<K> {
     token: AccessToken,
     taxpayer: Option<OnBehalfOf>,
-    kept: Kept<R>,
+    kept: Kept<K>,
 }
 
-/// What is kept of a request while it is sent: a copy to send again after
-/// a 401, or, when it cannot be copied (a streaming body), its method and
-/// path, which name its endpoint.
-enum Kept<R> {
-    Copy(R),
+/// What is kept of a request while it is sent: what sending it again
+/// after a 401 needs, or, when it cannot be sent again (a streaming body),
+/// its method and path, which name its endpoint.
+enum Kept<K> {
+    Copy(K),
     Name(Method, String),
 }
 
-impl<R> Kept<R> {
+impl<K> Kept<K> {
     /// The method and path of the request.
-    fn endpoint<X: Exchange<Request = R>>(&self) -> (&Method, &str) {
+    fn endpoint<X: Exchange<Kept = K>>(&self) -> (&Method, &str) {
         match self {
-            Kept::Copy(copy) => (X::method(copy), X::path(copy)),
+            Kept::Copy(copy) => X::kept_endpoint(copy),
             Kept::Name(method, path) => (method, path),
         }
     }

@@ -75,7 +75,16 @@ where
     fn taxpayer<'a>(request: &'a Request<B>, _: &'a Extensions) -> Option<&'a OnBehalfOf> {
         request.extensions().get::<OnBehalfOf>()
     }
-    fn try_clone(request: &Request<B>) -> Option<Request<B>> {
+    type Kept = Request<B>;
+    #[inline]
+    fn kept_endpoint(kept: &Request<B>) -> (&Method, &str) {
+        (kept.method(), kept.uri().path())
+    }
+    #[inline]
+    fn resend(kept: Request<B>) -> Option<Request<B>> {
+        Some(kept)
+    }
+    fn keep(request: &Request<B>) -> Option<Request<B>> {
         let mut copy = Request::new(request.body().try_clone_body()?);
         *copy.method_mut() = request.method().clone();
         *copy.uri_mut() = request.uri().clone();

@@ -10,6 +10,7 @@ use http::{Extensions, HeaderMap, Method, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
+use super::retry_copy::RetryCopy;
 use crate::auth::{Auth, Exchange, Origin};
 use crate::cache::TokenCache;
 use crate::error::Error;
@@ -200,9 +201,17 @@ impl<'a> Exchange for Reqwest<'a> {
     fn taxpayer<'r>(_: &'r Request, extensions: &'r Extensions) -> Option<&'r OnBehalfOf> {
         extensions.get::<OnBehalfOf>()
     }
+    type Kept = RetryCopy;
     #[inline]
-    fn try_clone(request: &Request) -> Option<Request> {
-        copy(request)
+    fn keep(request: &Request) -> Option<RetryCopy> {
+        RetryCopy::of(request)
+    }
+    #[inline]
+    fn kept_endpoint(kept: &RetryCopy) -> (&Method, &str) {
+        kept.endpoint()
+    }
+    fn resend(kept: RetryCopy) -> Option<Request> {
+        kept.into_request()
     }
     #[inline]
     fn status(response: &Response) -> StatusCode {
@@ -240,69 +249,5 @@ impl Middleware for AuthMiddleware {
             return next.run(request, extensions);
         }
         Box::pin(self.auth.send(Reqwest { next }, request, extensions))
-    }
-}
-
-/// The copy of `request` kept for a retry after a 401. A request without a
-/// body (most MyInvois calls) is copied by hand: `Request::try_clone`
-/// first sets the copy's timeout, which makes reqwest build the copy a map
-/// of settings that the next line replaces by a clone of the original's,
-/// a thousand instructions a request thrown away. What the copy carries is
-/// what a request's public API can set: method, URL, headers, version,
-/// timeout. A request with a body is copied by `try_clone` (the only way to
-/// share its bytes rather than copy them); one with a streaming body
-/// cannot be (`None`).
-fn copy(request: &Request) -> Option<Request> {
-    if request.body().is_some() {
-        return request.try_clone();
-    }
-    let mut copy = Request::new(request.method().clone(), request.url().clone());
-    *copy.headers_mut() = request.headers().clone();
-    *copy.version_mut() = request.version();
-    if let Some(timeout) = request.timeout() {
-        *copy.timeout_mut() = Some(*timeout);
-    }
-    Some(copy)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn the_copy_for_a_retry_carries_everything_a_request_can_set() {
-        let client = reqwest::Client::new();
-        let request = client
-            .get("https://api.example.com/api/v1.0/documents/ABC/raw?x=1")
-            .header("accept", "application/json")
-            .header("x-trace", "1")
-            .timeout(Duration::from_secs(7))
-            .version(http::Version::HTTP_11)
-            .build()
-            .unwrap();
-        let copied = super::copy(&request).unwrap();
-        assert_eq!(copied.method(), request.method());
-        assert_eq!(copied.url(), request.url());
-        assert_eq!(copied.headers(), request.headers());
-        assert_eq!(copied.version(), request.version());
-        assert_eq!(copied.timeout(), Some(&Duration::from_secs(7)));
-        assert!(copied.body().is_none());
-        // A body is shared, not lost; a stream cannot be copied.
-        let posted = client
-            .post("https://api.example.com/x")
-            .body("{}")
-            .build()
-            .unwrap();
-        let posted_copy = super::copy(&posted).unwrap();
-        assert_eq!(
-            posted_copy.body().and_then(|b| b.as_bytes()),
-            Some(&b"{}"[..])
-        );
-        let streamed = client
-            .post("https://api.example.com/x")
-            .body(reqwest::Body::wrap(http_body_util::Full::new(&b"x"[..])))
-            .build()
-            .unwrap();
-        assert!(super::copy(&streamed).is_none());
     }
 }
