@@ -20,6 +20,8 @@ pub(crate) trait Exchange {
     type Response: Send;
     /// The stack's error (a login failure becomes one with [`fail`](Self::fail)).
     type Error: Send;
+    /// What is kept of a request to send it again after a 401.
+    type Kept: Send;
 
     /// The origin the request goes to, if its URL names one.
     fn origin(request: &Self::Request) -> Option<Origin<'_>>;
@@ -37,9 +39,6 @@ pub(crate) trait Exchange {
         request: &'a Self::Request,
         extensions: &'a Extensions,
     ) -> Option<&'a OnBehalfOf>;
-    /// What is kept of a request to send it again after a 401.
-    type Kept: Send;
-
     /// What sending `request` again after a 401 needs, when its body can
     /// be replayed.
     fn keep(request: &Self::Request) -> Option<Self::Kept>;

@@ -176,6 +176,7 @@ impl<'a> Exchange for Reqwest<'a> {
     type Request = Request;
     type Response = Response;
     type Error = reqwest_middleware::Error;
+    type Kept = RetryCopy;
 
     #[inline]
     fn origin(request: &Request) -> Option<Origin<'_>> {
@@ -201,7 +202,6 @@ impl<'a> Exchange for Reqwest<'a> {
     fn taxpayer<'r>(_: &'r Request, extensions: &'r Extensions) -> Option<&'r OnBehalfOf> {
         extensions.get::<OnBehalfOf>()
     }
-    type Kept = RetryCopy;
     #[inline]
     fn keep(request: &Request) -> Option<RetryCopy> {
         RetryCopy::of(request)

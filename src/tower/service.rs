@@ -50,6 +50,7 @@ where
     type Request = Request<B>;
     type Response = Response<R>;
     type Error = BoxError;
+    type Kept = Request<B>;
 
     #[inline]
     fn origin(request: &Request<B>) -> Option<Origin<'_>> {
@@ -75,7 +76,6 @@ where
     fn taxpayer<'a>(request: &'a Request<B>, _: &'a Extensions) -> Option<&'a OnBehalfOf> {
         request.extensions().get::<OnBehalfOf>()
     }
-    type Kept = Request<B>;
     #[inline]
     fn kept_endpoint(kept: &Request<B>) -> (&Method, &str) {
         (kept.method(), kept.uri().path())
