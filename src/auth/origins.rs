@@ -142,6 +142,7 @@ mod tests {
         let mut origins = Origins::default();
         origins.add("https://api.example.com").unwrap();
         origins.add("http://127.0.0.1:8081/base").unwrap();
+        origins.add("http://localhost").unwrap();
         let none = HeaderMap::new();
         let yes = |s: &str| {
             let url = Url::parse(s).unwrap();
@@ -164,6 +165,10 @@ mod tests {
         assert!(!yes("https://api.example.com:8443/x"));
         assert!(!yes("https://api.example.com.evil.test/x"));
         assert!(!yes("http://127.0.0.1:8082/"));
+        // A URL without a port has its scheme's: 80 for http.
+        assert!(yes("http://localhost/x"));
+        assert!(yes("http://LocalHost:80/x"));
+        assert!(!yes("http://localhost:8080/x"));
         #[cfg(feature = "tower")]
         assert!(
             !origins.authenticate(Origin::of_uri(&"/x".parse().unwrap()), &none),

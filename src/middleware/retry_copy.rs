@@ -100,22 +100,22 @@ impl UrlText {
     fn of(url: &Url) -> Self {
         let whole = url.as_str();
         let path = url.path();
-        // Where the path is in the URL's text (it is a part of it).
+        // Where the path is in the URL's text: `path` is a slice of it, so
+        // the range is within the text (were it not, `path()` would find
+        // no path there, never panic).
         let start = path.as_ptr().addr().wrapping_sub(whole.as_ptr().addr());
         let end = start.wrapping_add(path.len());
-        if let (Ok(text), Ok(start), Ok(end)) = (
+        match (
             ArrayString::from(whole),
             u8::try_from(start),
             u8::try_from(end),
         ) {
-            if start <= end && usize::from(end) <= whole.len() {
-                return UrlText::Inline {
-                    text,
-                    path: (start, end),
-                };
-            }
+            (Ok(text), Ok(start), Ok(end)) => UrlText::Inline {
+                text,
+                path: (start, end),
+            },
+            _ => UrlText::Url(url.clone()),
         }
-        UrlText::Url(url.clone())
     }
 
     fn path(&self) -> &str {
