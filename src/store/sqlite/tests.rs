@@ -375,6 +375,26 @@ fn processes_opening_a_new_file_together_all_find_it_theirs() {
     }
 }
 
+/// A process that opens a file already at this version writes nothing to
+/// it: it opens while another process holds the write lock (the command,
+/// started while a worker logs in, does not wait for that login's write
+/// to read its token).
+#[test]
+fn opening_a_file_at_this_version_takes_no_write_lock() {
+    let folder = Folder::new("current");
+    drop(opened(&folder));
+    let path = folder.file("tokens.sqlite3");
+    let writer = Connection::open(&path).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let conn = open::open(&path, schema::MIGRATIONS).map_err(|(e, _)| e);
+    writer.execute_batch("COMMIT").unwrap();
+    let conn = conn.unwrap();
+    assert_eq!(
+        schema::identify(&conn).unwrap(),
+        schema::Identity::Ours(i32::try_from(schema::MIGRATIONS.len()).unwrap())
+    );
+}
+
 #[test]
 fn a_newer_crate_upgrades_an_older_file_and_keeps_its_tokens() {
     let folder = Folder::new("upgrade");
