@@ -85,19 +85,14 @@ impl Entry {
             // Someone may have shared a token, or be logging in for it.
             let loaded = match seen.take() {
                 Some(loaded) => loaded,
-                None => self
-                    .ask(
-                        paced || ctx.pacer.waiting(&ctx.budget_key),
-                        urgency,
-                        &counted,
-                        "load",
-                        store.load(&self.store_key),
-                    )
-                    .await
-                    .map_err(|NoTurn| match &awaiting {
-                        Some(awaiting) => Error::timeout(awaiting.since().elapsed()),
-                        None => Error::RateLimited { retry_after: None },
-                    })?,
+                None => {
+                    self.look(paced, urgency, &counted)
+                        .await
+                        .map_err(|NoTurn| match &awaiting {
+                            Some(awaiting) => Error::timeout(awaiting.since().elapsed()),
+                            None => Error::RateLimited { retry_after: None },
+                        })?
+                }
             };
             let locked = loaded.as_ref().and_then(|l| l.locked);
             if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
@@ -156,17 +151,7 @@ impl Entry {
                     // for its login is better than a refusal (once a login).
                     if !rechecked {
                         rechecked = true;
-                        let loaded = self
-                            .ask(
-                                paced || ctx.pacer.waiting(&ctx.budget_key),
-                                urgency,
-                                &counted,
-                                "load",
-                                store.load(&self.store_key),
-                            )
-                            .await
-                            .ok()
-                            .flatten();
+                        let loaded = self.look(paced, urgency, &counted).await.ok().flatten();
                         let locked = loaded.as_ref().is_some_and(|l| l.locked.is_some());
                         if let Some(token) = loaded.and_then(|l| self.accept_shared(l, have)) {
                             return Ok(token);
@@ -213,6 +198,20 @@ impl Entry {
             lock.release(unsaved).await;
             return result;
         }
+    }
+
+    /// One look at the entry in the token store: its turn is paced when
+    /// `paced` says so or while the process waits on the store (see `ask`).
+    async fn look(
+        &self,
+        paced: bool,
+        urgency: &Urgency,
+        counted: &Counted,
+    ) -> Result<Option<Loaded>, NoTurn> {
+        let ctx = &self.ctx;
+        let load = ctx.settings.token_store.load(&self.store_key);
+        let paced = paced || ctx.pacer.waiting(&ctx.budget_key);
+        self.ask(paced, urgency, counted, "load", load).await
     }
 
     /// A store call of a login not yet sent: after the process's turn when
